@@ -1,0 +1,2 @@
+"""The edges: Salesforce, Kafka, persistence settings, local services, the Salesforce sandbox."""
+

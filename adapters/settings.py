@@ -1,0 +1,126 @@
+"""The one settings object: read from the environment (or `*_FILE` secret files), validated at start-up.
+
+Every setting is an environment variable; a bad value stops start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+def _state_home() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "optout-sync"
+
+
+def _cache_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "optout-sync"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the engine can be told. Field docs name the environment variable."""
+
+    # OPTOUT_STATE_DIR: where the embedded store, local services' data and logs live.
+    state_dir: Path
+    # OPTOUT_CACHE_DIR: downloads kept between runs (the Kafka jars).
+    cache_dir: Path
+    # KAFKA_BOOTSTRAP_SERVERS: an existing cluster; unset means the local broker on OPTOUT_KAFKA_PORT.
+    kafka_bootstrap_servers: str
+    kafka_port: int
+    # OPTOUT_DATABASE_URL: sqlite:///path (default, embedded) or postgresql://user@host:port/db.
+    database_url: str
+    postgres_port: int
+    topic_inbound: str
+    topic_dead_letter: str
+    consumer_group: str
+    # OPTOUT_GROUP_INSTANCE_ID: static group membership, so a restarted worker rejoins at once.
+    group_instance_id: str | None = None
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+
+ENV_NAMES = {
+    "state_dir": "OPTOUT_STATE_DIR",
+    "cache_dir": "OPTOUT_CACHE_DIR",
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "kafka_port": "OPTOUT_KAFKA_PORT",
+    "database_url": "OPTOUT_DATABASE_URL",
+    "postgres_port": "OPTOUT_POSTGRES_PORT",
+    "topic_inbound": "OPTOUT_TOPIC_INBOUND",
+    "topic_dead_letter": "OPTOUT_TOPIC_DEAD_LETTER",
+    "consumer_group": "OPTOUT_CONSUMER_GROUP",
+    "group_instance_id": "OPTOUT_GROUP_INSTANCE_ID",
+}
+
+
+def read_setting(env: Mapping[str, str], name: str) -> str | None:
+    """A value from `NAME`, or from the file named by `NAME_FILE` (for secrets)."""
+    if env.get(name):
+        return env[name]
+    secret_file = env.get(f"{name}_FILE")
+    if secret_file:
+        try:
+            return Path(secret_file).read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"{name}_FILE: cannot read {secret_file!r}: {error.strerror}") from None
+    return None
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = read_setting(env, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}: expected a TCP port number (1-65535), got {raw!r}")
+    return int(raw)
+
+
+def _database_url(env: Mapping[str, str], state_dir: Path) -> str:
+    name = ENV_NAMES["database_url"]
+    raw = read_setting(env, name)
+    if raw is None:
+        return f"sqlite:///{state_dir / 'optout.sqlite'}"
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError(
+            f"{name}: expected sqlite:///path or postgresql://user@host:port/db, "
+            f"got a URL with scheme {scheme!r}"
+        )
+    if scheme == "sqlite" and not raw.startswith("sqlite:///"):
+        raise ConfigError(f"{name}: a SQLite URL is sqlite:///path/to/file")
+    return raw
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment; raises ConfigError naming the bad setting."""
+    env = os.environ if env is None else env
+    state_dir = Path(read_setting(env, ENV_NAMES["state_dir"]) or _state_home())
+    cache_dir = Path(read_setting(env, ENV_NAMES["cache_dir"]) or _cache_home())
+    kafka_port = _port(env, ENV_NAMES["kafka_port"], 19092)
+    topic_inbound = read_setting(env, ENV_NAMES["topic_inbound"]) or "optout.changes.v1"
+    return Settings(
+        state_dir=state_dir,
+        cache_dir=cache_dir,
+        kafka_bootstrap_servers=read_setting(env, ENV_NAMES["kafka_bootstrap_servers"])
+        or f"127.0.0.1:{kafka_port}",
+        kafka_port=kafka_port,
+        database_url=_database_url(env, state_dir),
+        postgres_port=_port(env, ENV_NAMES["postgres_port"], 15432),
+        topic_inbound=topic_inbound,
+        topic_dead_letter=read_setting(env, ENV_NAMES["topic_dead_letter"])
+        or f"{topic_inbound}.dead-letter",
+        consumer_group=read_setting(env, ENV_NAMES["consumer_group"]) or "optout-sync-ingest",
+        group_instance_id=read_setting(env, ENV_NAMES["group_instance_id"]),
+    )

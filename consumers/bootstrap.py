@@ -1,0 +1,54 @@
+"""The composition root: settings, store and topics wired once for every entry point."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from adapters import event_store, kafka
+from adapters.settings import ConfigError, Settings, load
+from domain.application import OptOutLog
+
+
+def settings() -> Settings:
+    """Settings, or a clean exit naming the bad setting."""
+    try:
+        return load()
+    except ConfigError as error:
+        raise click.ClickException(f"configuration: {error}") from None
+
+
+def uses_local_kafka() -> bool:
+    return not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+
+
+def ensure_local_kafka(config: Settings) -> None:
+    """Starts the project's own broker when no cluster was configured (idempotent)."""
+    if not uses_local_kafka():
+        return
+    from adapters.local_services import kafka as local_kafka
+
+    if local_kafka.status(config).state != "running":
+        click.echo("starting the local Kafka broker (first start downloads its jars)...", err=True)
+        local_kafka.up(config)
+
+
+def prepare(config: Settings) -> None:
+    """Creates the event store's tables and the topics, once; workers then start without."""
+    try:
+        event_store.create_tables(config.database_url)
+    except Exception as error:  # a concurrent creator can race on PostgreSQL's catalog
+        if "already exists" not in str(error) and "duplicate key" not in str(error):
+            raise
+    kafka.ensure_topics(config)
+
+
+def open_store(config: Settings, *, writer: bool = False) -> OptOutLog:
+    return event_store.open_log(config, writer=writer)
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)

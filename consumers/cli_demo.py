@@ -1,0 +1,110 @@
+"""`optout-sync demo`: the main job on the embedded defaults, end to end, showing its result.
+
+Produces a small mixed stream (sales and marketing unsubscribes, a duplicate, bad messages) to
+the inbound topic, ingests it exactly once, and prints the stored state and the dead letters.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import click
+from rich.console import Console
+
+from adapters import dead_letter, kafka
+from adapters.inbound import Actor, ChangeV1, PersonRef, encode, kafka_key
+from consumers import bootstrap
+from consumers.cli_person import load_state, print_state
+from consumers.ingest import Ingest
+
+ADA = PersonRef(person_id="demo-ada", email="ada@example.com", salesforce_id="0035g00000AbCdE")
+GRACE = PersonRef(email="grace@example.com")
+
+
+def _stream() -> list[tuple[str, bytes | None, bytes]]:
+    """(what it is, key, value) for each demo message; fresh event ids every run."""
+    now = datetime.now(UTC)
+    by_rep = ChangeV1(
+        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=ADA,
+        source="sales", actor=Actor(kind="user", id="rep-7", name="Rita Rep"),
+        channel="manual", reason="asked on a call", occurred_at=now,
+    )
+    by_link = ChangeV1(
+        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=GRACE,
+        source="marketing", actor=Actor(kind="recipient"), channel="email_link",
+        occurred_at=now,
+    )
+    again = ChangeV1(
+        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=ADA,
+        source="marketing", actor=Actor(kind="recipient"), channel="email_link",
+        occurred_at=now,
+    )
+    return [
+        ("sales unsubscribe (rep, manual)", kafka_key(by_rep), encode(by_rep)),
+        ("marketing unsubscribe (email link, no Salesforce id)", kafka_key(by_link), encode(by_link)),
+        ("the sales unsubscribe delivered twice", kafka_key(by_rep), encode(by_rep)),
+        ("a repeat unsubscribe from marketing", kafka_key(again), encode(again)),
+        ("a bad message: not JSON", b"demo-bad", b'{"type": "unsubscribed", oops'),
+        ("a bad message: an Account id, not a Contact or Lead", b"demo-bad",
+         encode(by_rep).replace(b'"salesforce_id":"0035g00000AbCdE"', b'"salesforce_id":"0015g00000AbCdE"')),
+    ]
+
+
+@click.command()
+@click.option("--timeout", type=float, default=120.0, help="Give up after this many seconds.")
+def demo(timeout: float) -> None:
+    """Run the whole flow on the embedded defaults and show the result."""
+    console = Console(width=None if Console().is_terminal else 120)
+    config = bootstrap.settings()
+    bootstrap.ensure_local_kafka(config)
+    bootstrap.prepare(config)
+    console.print(f"[bold]Kafka[/] {config.kafka_bootstrap_servers}  "
+                  f"[bold]store[/] {config.database_url.split('@')[-1]}")
+
+    sender = kafka.producer(config)
+    produced = []
+    for what, key, value in _stream():
+        meta = sender.send(config.topic_inbound, key=key, value=value).get(timeout=30)
+        produced.append((meta.partition, meta.offset))
+        console.print(f"  produced {meta.partition}@{meta.offset}: {what}")
+    sender.close()
+
+    wanted = {(p, o) for p, o in produced}
+    last = {p: max(o for q, o in produced if q == p) for p, _ in produced}
+    worker = Ingest(config, bootstrap.open_store(config, writer=True))
+    deadline = time.monotonic() + timeout
+
+    def done(stats: object) -> bool:
+        positions = worker.stats.positions
+        caught_up = all(
+            positions.get(f"{config.topic_inbound}:{p}", -1) >= o for p, o in last.items()
+        )
+        if time.monotonic() > deadline:
+            raise click.ClickException("the ingest did not catch up in time")
+        return caught_up
+
+    stats = worker.run(until=done)
+    console.print(
+        f"\n[bold]ingest[/]: stored {stats.recorded} changes, {stats.duplicates} already "
+        f"recorded (ignored), {stats.dead_lettered} dead-lettered\n"
+    )
+    for identity in ("demo-ada", "grace@example.com"):
+        state = load_state(identity)
+        if state is None:
+            raise click.ClickException(f"{identity} was not stored")
+        print_state(state, console)
+        console.print()
+
+    letters = [
+        letter for letter in dead_letter.read(config)
+        if letter.origin_topic == config.topic_inbound
+        and (letter.origin_partition, letter.origin_offset) in wanted
+    ]
+    console.print(f"[bold]dead letters of this run[/] ({config.topic_dead_letter}):")
+    for letter in letters:
+        console.print(f"  {letter.id}  [red]{letter.code}[/]  {letter.reason}")
+    if len(letters) != 2:
+        raise click.ClickException(f"expected 2 dead letters from this run, found {len(letters)}")
+

@@ -1,0 +1,55 @@
+"""`optout-sync person`: one person's opt-out state and history."""
+
+from __future__ import annotations
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from consumers import bootstrap
+from domain.identity import person_key
+from projections.person_state import PersonState, state_of
+
+
+def load_state(identity: str) -> PersonState | None:
+    """The state of a person given by the sales tool's person id, or by email."""
+    key = person_key(None, identity) if "@" in identity else person_key(identity, None)
+    store = bootstrap.open_store(bootstrap.settings())
+    try:
+        person = store.person(key)
+        return None if person is None else state_of(person, store.history(key))
+    finally:
+        store.close()
+
+
+@click.command()
+@click.argument("identity")
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+def person(identity: str, as_json: bool) -> None:
+    """Show the opt-out state of IDENTITY: a person id, or an email address."""
+    state = load_state(identity)
+    if state is None:
+        raise click.ClickException("no such person in the event log")
+    if as_json:
+        click.echo(msgspec.json.encode(state).decode())
+        return
+    print_state(state)
+
+
+def print_state(state: PersonState, console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 120)
+    status = "[bold red]opted out[/]" if state.opted_out else "[green]subscribed[/]"
+    if state.pending_link:
+        status += " [yellow](pending link: no Salesforce id yet)[/]"
+    console.print(f"[bold]{state.person_key}[/]  {status}")
+    if state.opted_out:
+        console.print(f"  since {state.opted_out_at:%Y-%m-%d %H:%M:%S %z} via {state.opted_out_source}")
+    console.print(f"  Salesforce id: {state.salesforce_id or '-'}")
+    table = Table("occurred", "change", "source", "actor", "channel", "recorded")
+    for entry in state.history:
+        table.add_row(
+            f"{entry.occurred_at:%Y-%m-%d %H:%M:%S}", entry.change, entry.source, entry.actor,
+            entry.channel, f"{entry.recorded_at:%H:%M:%S.%f}"[:-3],
+        )
+    console.print(table)

@@ -1,0 +1,215 @@
+"""The ingest consumer: Kafka -> contract -> domain -> event store, exactly once.
+
+Each poll is grouped by partition; each partition's slice is one transaction that stores its
+changes together with `Tracking("<topic>:<partition>", last offset)`. A redelivered offset is
+filtered out against the stored position (and the store refuses a position it already has), and a
+re-produced message is refused by its person's record of seen event ids. Kafka offsets are
+committed after the store write, as a hint only: the store is the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from adapters import dead_letter, kafka
+from adapters.inbound import ChangeV1, ContractError, decode
+from adapters.settings import Settings
+from domain.application import Change, ChangeKind, OptOutLog, problem
+from domain.identity import person_key
+from domain.person import Provenance
+
+log = logging.getLogger(__name__)
+
+
+def to_change(message: ChangeV1) -> Change:
+    """The domain's view of a validated inbound message."""
+    how = Provenance(
+        event_id=message.event_id,
+        source=message.source,
+        actor_kind=message.actor.kind,
+        actor_id=message.actor.id,
+        actor_name=message.actor.name,
+        channel=message.channel,
+        occurred_at=message.occurred_at,
+        reason=message.reason,
+    )
+    return Change(
+        kind=ChangeKind(message.type),
+        person_key=person_key(message.person.person_id, message.person.email),
+        how=how,
+        email=message.person.email,
+        salesforce_id=message.person.salesforce_id,
+    )
+
+
+@dataclass
+class IngestStats:
+    polled: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+class _Revocations(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread, so it only notes what changed; the loop acts on it."""
+
+    def __init__(self) -> None:
+        self.revoked: set[TopicPartition] = set()
+        self.lock = threading.Lock()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        with self.lock:
+            self.revoked.update(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+    def take(self) -> set[TopicPartition]:
+        with self.lock:
+            taken, self.revoked = self.revoked, set()
+        return taken
+
+
+class Ingest:
+    """One consumer-group member. Run several processes with the same group to scale out."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: OptOutLog,
+        *,
+        consumer: KafkaConsumer | None = None,
+        producer: KafkaProducer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.listener = _Revocations()
+        self.consumer = consumer or kafka.consumer(settings)
+        self.consumer.subscribe([settings.topic_inbound], listener=self.listener)
+        self.producer = producer or kafka.producer(settings)
+        self.positions: dict[TopicPartition, int] = {}  # last stored offset per owned partition
+        self.stats = IngestStats()
+        self.stopping = threading.Event()
+
+    def run(
+        self,
+        *,
+        idle_exit_s: float | None = None,
+        until: Callable[[IngestStats], bool] | None = None,
+    ) -> IngestStats:
+        """Consumes until stopped, or idle for `idle_exit_s`, or `until(stats)` holds."""
+        last_activity = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                for tp in self.listener.take():
+                    self.positions.pop(tp, None)
+                polled = self.consumer.poll(timeout_ms=200)
+                if polled:
+                    last_activity = time.monotonic()
+                    for tp, records in polled.items():
+                        self._ingest_partition(tp, records)
+                if until is not None and until(self.stats):
+                    break
+                if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
+                    break
+        finally:
+            self.close()
+        return self.stats
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        self.producer.flush(timeout=10)
+        self.producer.close(timeout=10)
+        self.consumer.close(autocommit=False)
+
+    def _stored_position(self, tp: TopicPartition) -> int:
+        if tp not in self.positions:
+            stored = self.store.position(_tracking_name(tp))
+            self.positions[tp] = -1 if stored is None else stored
+        return self.positions[tp]
+
+    def _ingest_partition(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        for attempt in range(5):
+            stored = self._stored_position(tp)
+            fresh = [r for r in records if r.offset > stored]
+            self.stats.redelivered += len(records) - len(fresh)
+            if not fresh:
+                if records and records[-1].offset <= stored:
+                    self.consumer.seek(tp, stored + 1)
+                return
+            try:
+                self._store(tp, fresh)
+                return
+            except IntegrityError:
+                # Another member wrote this partition or these persons first (a rebalance
+                # overlap): reload the truth from the store and try again with what is left.
+                self.stats.retries += 1
+                self.positions.pop(tp, None)
+                self.store.forget_cached_persons()
+                log.info("store refused a write to %s; retrying (attempt %d)", tp, attempt + 1)
+        raise RuntimeError(f"could not store {tp} after 5 attempts")
+
+    def _store(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        changes: list[Change] = []
+        rejected = 0
+        for record in records:
+            try:
+                change = to_change(decode(record.value))
+            except ContractError as error:
+                self._dead_letter(record, error.code, error.reason)
+                rejected += 1
+                continue
+            refusal = problem(change)
+            if refusal is not None:
+                self._dead_letter(record, "refused_by_domain", refusal)
+                rejected += 1
+                continue
+            changes.append(change)
+        if rejected:
+            self.producer.flush(timeout=30)  # dead letters are durable before we move past them
+        last = records[-1].offset
+        try:
+            batch = self.store.record(changes, Tracking(_tracking_name(tp), last))
+        except Exception:
+            self.store.forget_cached_persons()
+            raise
+        self.positions[tp] = last
+        self.stats.polled += len(records)
+        self.stats.recorded += batch.recorded
+        self.stats.duplicates += batch.duplicates
+        self.stats.dead_lettered += rejected
+        self.stats.positions[_tracking_name(tp)] = last
+        self.consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
+        log.info(
+            "%s: stored %d changes (%d already recorded, %d dead-lettered) up to offset %d",
+            _tracking_name(tp), batch.recorded, batch.duplicates, rejected, last,
+        )
+
+    def _dead_letter(self, record: Any, code: str, reason: str) -> None:
+        headers = dead_letter.headers_for(
+            code, reason, record.topic, record.partition, record.offset, record.headers or []
+        )
+        self.producer.send(
+            self.settings.topic_dead_letter, key=record.key, value=record.value, headers=headers
+        )
+        log.warning(
+            "dead-lettered %s:%d@%d: %s", record.topic, record.partition, record.offset, code
+        )
+
+
+def _tracking_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"

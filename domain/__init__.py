@@ -1,0 +1,2 @@
+"""The opt-out model: the person aggregate, its events and rules, and the service that records changes."""
+
