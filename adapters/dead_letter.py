@@ -59,8 +59,11 @@ def headers_for(
 
 
 def _parse(record: Any) -> DeadLetter:
-    ours = {name: bytes(value).decode("utf-8", "replace") for name, value in record.headers
-            if name in OUR_HEADERS}
+    ours = {
+        name: bytes(value).decode("utf-8", "replace")
+        for name, value in record.headers
+        if name in OUR_HEADERS
+    }
     return DeadLetter(
         id=f"{record.partition}:{record.offset}",
         code=ours.get(CODE, "unknown"),

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from domain.application import OptOutLog
-
 from adapters.settings import ConfigError, Settings
+from domain.application import OptOutLog
 
 # Writers own their partitions, so a cached aggregate is current; a stale one is caught by the
 # store's optimistic concurrency (IntegrityError) and the writer then forgets its cache.
@@ -40,7 +39,9 @@ def environment(database_url: str, *, create_table: bool = False) -> dict[str, s
         return env
     if url.scheme in ("postgresql", "postgres"):
         if not url.hostname or not url.path.strip("/"):
-            raise ConfigError("OPTOUT_DATABASE_URL: a PostgreSQL URL is postgresql://user@host:port/db")
+            raise ConfigError(
+                "OPTOUT_DATABASE_URL: a PostgreSQL URL is postgresql://user@host:port/db"
+            )
         env.update(
             PERSISTENCE_MODULE="eventsourcing.postgres",
             POSTGRES_DBNAME=unquote(url.path.strip("/")),

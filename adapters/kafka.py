@@ -6,6 +6,7 @@ value_deserializer wedges its partition.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -36,7 +37,7 @@ def ensure_topics(settings: Settings, partitions: int = 4) -> None:
         existing = set(client.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
                 client.create_topics(
                     [
                         NewTopic(
@@ -48,8 +49,6 @@ def ensure_topics(settings: Settings, partitions: int = 4) -> None:
                         for name in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created it first
     finally:
         client.close()
 

@@ -74,7 +74,9 @@ def read_setting(env: Mapping[str, str], name: str) -> str | None:
         try:
             return Path(secret_file).read_text().strip()
         except OSError as error:
-            raise ConfigError(f"{name}_FILE: cannot read {secret_file!r}: {error.strerror}") from None
+            raise ConfigError(
+                f"{name}_FILE: cannot read {secret_file!r}: {error.strerror}"
+            ) from None
     return None
 
 

@@ -1,2 +1,1 @@
 """Entry points: Kafka consumer loops, the command line; where the parts are wired together."""
-

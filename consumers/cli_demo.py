@@ -27,28 +27,53 @@ def _stream() -> list[tuple[str, bytes | None, bytes]]:
     """(what it is, key, value) for each demo message; fresh event ids every run."""
     now = datetime.now(UTC)
     by_rep = ChangeV1(
-        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=ADA,
-        source="sales", actor=Actor(kind="user", id="rep-7", name="Rita Rep"),
-        channel="manual", reason="asked on a call", occurred_at=now,
+        event_id=uuid.uuid4(),
+        schema_version=1,
+        type="unsubscribed",
+        person=ADA,
+        source="sales",
+        actor=Actor(kind="user", id="rep-7", name="Rita Rep"),
+        channel="manual",
+        reason="asked on a call",
+        occurred_at=now,
     )
     by_link = ChangeV1(
-        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=GRACE,
-        source="marketing", actor=Actor(kind="recipient"), channel="email_link",
+        event_id=uuid.uuid4(),
+        schema_version=1,
+        type="unsubscribed",
+        person=GRACE,
+        source="marketing",
+        actor=Actor(kind="recipient"),
+        channel="email_link",
         occurred_at=now,
     )
     again = ChangeV1(
-        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=ADA,
-        source="marketing", actor=Actor(kind="recipient"), channel="email_link",
+        event_id=uuid.uuid4(),
+        schema_version=1,
+        type="unsubscribed",
+        person=ADA,
+        source="marketing",
+        actor=Actor(kind="recipient"),
+        channel="email_link",
         occurred_at=now,
     )
     return [
         ("sales unsubscribe (rep, manual)", kafka_key(by_rep), encode(by_rep)),
-        ("marketing unsubscribe (email link, no Salesforce id)", kafka_key(by_link), encode(by_link)),
+        (
+            "marketing unsubscribe (email link, no Salesforce id)",
+            kafka_key(by_link),
+            encode(by_link),
+        ),
         ("the sales unsubscribe delivered twice", kafka_key(by_rep), encode(by_rep)),
         ("a repeat unsubscribe from marketing", kafka_key(again), encode(again)),
         ("a bad message: not JSON", b"demo-bad", b'{"type": "unsubscribed", oops'),
-        ("a bad message: an Account id, not a Contact or Lead", b"demo-bad",
-         encode(by_rep).replace(b'"salesforce_id":"0035g00000AbCdE"', b'"salesforce_id":"0015g00000AbCdE"')),
+        (
+            "a bad message: an Account id, not a Contact or Lead",
+            b"demo-bad",
+            encode(by_rep).replace(
+                b'"salesforce_id":"0035g00000AbCdE"', b'"salesforce_id":"0015g00000AbCdE"'
+            ),
+        ),
     ]
 
 
@@ -60,8 +85,10 @@ def demo(timeout: float) -> None:
     config = bootstrap.settings()
     bootstrap.ensure_local_kafka(config)
     bootstrap.prepare(config)
-    console.print(f"[bold]Kafka[/] {config.kafka_bootstrap_servers}  "
-                  f"[bold]store[/] {config.database_url.split('@')[-1]}")
+    console.print(
+        f"[bold]Kafka[/] {config.kafka_bootstrap_servers}  "
+        f"[bold]store[/] {config.database_url.split('@')[-1]}"
+    )
 
     sender = kafka.producer(config)
     produced = []
@@ -98,7 +125,8 @@ def demo(timeout: float) -> None:
         console.print()
 
     letters = [
-        letter for letter in dead_letter.read(config)
+        letter
+        for letter in dead_letter.read(config)
         if letter.origin_topic == config.topic_inbound
         and (letter.origin_partition, letter.origin_offset) in wanted
     ]
@@ -107,4 +135,3 @@ def demo(timeout: float) -> None:
         console.print(f"  {letter.id}  [red]{letter.code}[/]  {letter.reason}")
     if len(letters) != 2:
         raise click.ClickException(f"expected 2 dead letters from this run, found {len(letters)}")
-

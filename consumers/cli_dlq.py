@@ -28,7 +28,9 @@ def list_(as_json: bool) -> None:
     table = Table("id", "code", "reason", "origin", "bytes")
     for letter in letters:
         table.add_row(
-            letter.id, letter.code, letter.reason,
+            letter.id,
+            letter.code,
+            letter.reason,
             f"{letter.origin_topic}:{letter.origin_partition}@{letter.origin_offset}",
             "null" if letter.size is None else str(letter.size),
         )
@@ -48,7 +50,8 @@ def redrive(ids: tuple[str, ...], everything: bool, code: str | None, as_json: b
     config = bootstrap.settings()
     letters = list(dead_letter.read(config))
     chosen = [
-        letter for letter in letters
+        letter
+        for letter in letters
         if everything or letter.id in ids or (code is not None and letter.code == code)
     ]
     unknown = set(ids) - {letter.id for letter in letters}

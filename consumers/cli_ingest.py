@@ -13,8 +13,13 @@ from consumers.ingest import Ingest
 
 
 @click.command()
-@click.option("--idle-exit", type=float, default=None, metavar="SECONDS",
-              help="Exit after this long without messages (default: run until SIGTERM/SIGINT).")
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit after this long without messages (default: run until SIGTERM/SIGINT).",
+)
 @click.option("--no-prepare", is_flag=True, help="Skip creating tables and topics.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON on exit.")
 def ingest(idle_exit: float | None, no_prepare: bool, as_json: bool) -> None:

@@ -44,12 +44,18 @@ def print_state(state: PersonState, console: Console | None = None) -> None:
         status += " [yellow](pending link: no Salesforce id yet)[/]"
     console.print(f"[bold]{state.person_key}[/]  {status}")
     if state.opted_out:
-        console.print(f"  since {state.opted_out_at:%Y-%m-%d %H:%M:%S %z} via {state.opted_out_source}")
+        console.print(
+            f"  since {state.opted_out_at:%Y-%m-%d %H:%M:%S %z} via {state.opted_out_source}"
+        )
     console.print(f"  Salesforce id: {state.salesforce_id or '-'}")
     table = Table("occurred", "change", "source", "actor", "channel", "recorded")
     for entry in state.history:
         table.add_row(
-            f"{entry.occurred_at:%Y-%m-%d %H:%M:%S}", entry.change, entry.source, entry.actor,
-            entry.channel, f"{entry.recorded_at:%H:%M:%S.%f}"[:-3],
+            f"{entry.occurred_at:%Y-%m-%d %H:%M:%S}",
+            entry.change,
+            entry.source,
+            entry.actor,
+            entry.channel,
+            f"{entry.recorded_at:%H:%M:%S.%f}"[:-3],
         )
     console.print(table)

@@ -196,7 +196,11 @@ class Ingest:
         self.consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
         log.info(
             "%s: stored %d changes (%d already recorded, %d dead-lettered) up to offset %d",
-            _tracking_name(tp), batch.recorded, batch.duplicates, rejected, last,
+            _tracking_name(tp),
+            batch.recorded,
+            batch.duplicates,
+            rejected,
+            last,
         )
 
     def _dead_letter(self, record: Any, code: str, reason: str) -> None:

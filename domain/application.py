@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +17,7 @@ from domain.identity import aggregate_id, record_type
 from domain.person import Person, Provenance
 
 
-class ChangeKind(str, Enum):
+class ChangeKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     UNSUBSCRIBE_REMOVED = "unsubscribe_removed"
     PERSON_LINKED = "person_linked"
@@ -134,7 +134,9 @@ def problem(change: Change) -> str | None:
 
 def _apply(person: Person, change: Change) -> bool:
     if change.kind is ChangeKind.UNSUBSCRIBED:
-        return person.unsubscribe(change.how, email=change.email, salesforce_id=change.salesforce_id)
+        return person.unsubscribe(
+            change.how, email=change.email, salesforce_id=change.salesforce_id
+        )
     if change.kind is ChangeKind.UNSUBSCRIBE_REMOVED:
         return person.remove_unsubscribe(change.how)
     if change.salesforce_id is None:

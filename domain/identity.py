@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -22,7 +22,7 @@ class InvalidSalesforceId(ValueError):
     pass
 
 
-class RecordType(str, Enum):
+class RecordType(StrEnum):
     CONTACT = "Contact"
     LEAD = "Lead"
 
@@ -55,7 +55,9 @@ def record_type(record_id: str) -> RecordType:
     try:
         return _PREFIXES[record_id[:3]]
     except KeyError:
-        raise InvalidSalesforceId("a person's Salesforce id starts 003 (Contact) or 00Q (Lead)") from None
+        raise InvalidSalesforceId(
+            "a person's Salesforce id starts 003 (Contact) or 00Q (Lead)"
+        ) from None
 
 
 def normalise_salesforce_id(record_id: str) -> str:

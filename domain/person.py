@@ -11,19 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.identity import aggregate_id, record_type
-
-
-class Source(str, Enum):
-    SALES = "sales"
-    MARKETING = "marketing"
-    SALESFORCE = "salesforce"
 
 
 @dataclass(frozen=True)
@@ -87,7 +80,7 @@ class Person(Aggregate):
             person.salesforce_id = self.salesforce_id
 
     @staticmethod
-    def create_id(key: str) -> UUID:  # type: ignore[override]
+    def create_id(key: str) -> UUID:
         return aggregate_id(key)
 
     def __init__(self, key: str) -> None:

@@ -1,2 +1,1 @@
 """Read models built from the event log, and how each is rebuilt."""
-

@@ -14,11 +14,21 @@ from domain.person import Provenance
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def change(key: str = "person:p1", kind: ChangeKind = ChangeKind.UNSUBSCRIBED, **kw: object) -> Change:
+def change(
+    key: str = "person:p1", kind: ChangeKind = ChangeKind.UNSUBSCRIBED, **kw: object
+) -> Change:
     actor_kind = str(kw.pop("actor_kind", "recipient"))
     reason = kw.pop("reason", None)
-    how = Provenance(uuid.uuid4(), "sales", actor_kind, kw.pop("actor_id", None), None,  # type: ignore[arg-type]
-                     "manual", NOW, reason)  # type: ignore[arg-type]
+    how = Provenance(
+        uuid.uuid4(),
+        "sales",
+        actor_kind,
+        kw.pop("actor_id", None),
+        None,  # type: ignore[arg-type]
+        "manual",
+        NOW,
+        reason,
+    )  # type: ignore[arg-type]
     return Change(kind, key, how, **kw)  # type: ignore[arg-type]
 
 
@@ -49,8 +59,13 @@ def test_a_re_produced_message_with_a_known_event_id_is_stored_once(log: OptOutL
 
 
 def test_history_lists_each_change_of_a_person(log: OptOutLog) -> None:
-    log.record([change(), change(), change(kind=ChangeKind.PERSON_LINKED,
-                                         salesforce_id="0035g00000AbCdEAAV")])
+    log.record(
+        [
+            change(),
+            change(),
+            change(kind=ChangeKind.PERSON_LINKED, salesforce_id="0035g00000AbCdEAAV"),
+        ]
+    )
     person = log.person("person:p1")
     assert person is not None and person.salesforce_id == "0035g00000AbCdEAAV"
     kinds = [type(e).__name__ for e in log.history("person:p1")]
@@ -59,7 +74,18 @@ def test_history_lists_each_change_of_a_person(log: OptOutLog) -> None:
 
 def test_the_domain_names_what_it_would_refuse_before_anything_is_recorded() -> None:
     assert problem(change(kind=ChangeKind.UNSUBSCRIBE_REMOVED, actor_kind="system")) is not None
-    assert problem(change(kind=ChangeKind.UNSUBSCRIBE_REMOVED, actor_kind="user",
-                          actor_id="admin", reason="asked")) is None
-    assert problem(change(kind=ChangeKind.PERSON_LINKED)) == "linking a person needs a Salesforce id"
+    assert (
+        problem(
+            change(
+                kind=ChangeKind.UNSUBSCRIBE_REMOVED,
+                actor_kind="user",
+                actor_id="admin",
+                reason="asked",
+            )
+        )
+        is None
+    )
+    assert (
+        problem(change(kind=ChangeKind.PERSON_LINKED)) == "linking a person needs a Salesforce id"
+    )
     assert "starts 003" in str(problem(change(salesforce_id="0015g00000AbCdEAAV")))

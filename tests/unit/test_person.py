@@ -21,8 +21,13 @@ from domain.person import Person, Provenance
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def how(source: str = "sales", kind: str = "recipient", actor_id: str | None = None,
-        reason: str | None = None, at: datetime = T0) -> Provenance:
+def how(
+    source: str = "sales",
+    kind: str = "recipient",
+    actor_id: str | None = None,
+    reason: str | None = None,
+    at: datetime = T0,
+) -> Provenance:
     return Provenance(uuid.uuid4(), source, kind, actor_id, None, "email_link", at, reason)
 
 
