@@ -1,0 +1,321 @@
+"""A local Apache Kafka broker: single node, KRaft (broker and controller in one JVM), 127.0.0.1 only.
+
+The jars come from Maven Central through `kafka-pom.xml` and are cached in
+`<cache_dir>/kafka-<version>`; data, config and cluster id live in `<state_dir>/kafka`.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from functools import cache
+from pathlib import Path
+
+import msgspec
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaConfigurationError, KafkaError
+
+from adapters.settings import Settings
+
+from .process import (
+    ServiceError,
+    ServicePaths,
+    ServiceStatus,
+    exclusive,
+    live_process,
+    port_answers,
+    service_paths,
+    start_detached,
+    stop,
+    wait_until_ready,
+)
+
+NAME = "kafka"
+POM = Path(__file__).with_name("kafka-pom.xml")
+LOG_CONFIG = Path(__file__).with_name("kafka-log4j2.yaml")
+START_TIMEOUT_S = 180.0
+# Controlled shutdown of a one-node KRaft cluster takes seconds; leave room on a busy machine.
+STOP_TIMEOUT_S = 90.0
+# Sized for a 2-core machine shared with other work: small heap, serial GC, few JIT threads.
+JVM_OPTIONS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:CICompilerCount=2",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def kafka_version() -> str:
+    """The Kafka version the pom pins (the one source of it)."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(POM).getroot().find("m:properties/m:kafka.version", ns)  # noqa: S314 (our file)
+    if node is None or not node.text:
+        raise ServiceError(f"{POM} does not set <kafka.version>")
+    return node.text.strip()
+
+
+def controller_port(settings: Settings) -> int:
+    """The KRaft controller listens on the port after the broker's."""
+    return settings.kafka_port + 1
+
+
+def bootstrap(settings: Settings) -> str:
+    return f"127.0.0.1:{settings.kafka_port}"
+
+
+def paths(settings: Settings) -> ServicePaths:
+    return service_paths(settings.state_dir, NAME)
+
+
+def jars_dir(settings: Settings) -> Path:
+    return settings.cache_dir / f"kafka-{kafka_version()}"
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()
+
+
+def ensure_jars(settings: Settings) -> Path:
+    """The broker's jars, resolved from Maven Central on first use and when the pom changes."""
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    # Instances with different state dirs share the cache: one download at a time.
+    with (settings.cache_dir / f"kafka-{kafka_version()}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _resolve_jars(settings)
+
+
+def _resolve_jars(settings: Settings) -> Path:
+    target = jars_dir(settings)
+    marker = target / ".pom-sha256"
+    if marker.exists() and marker.read_text() == _pom_digest():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ServiceError(
+            "Maven (mvn) is not on PATH; it resolves the Kafka jars (apt-get install maven)"
+        )
+    log.warning(
+        "resolving Apache Kafka %s jars from Maven Central into %s", kafka_version(), target
+    )
+    staging = Path(tempfile.mkdtemp(prefix=".kafka-", dir=settings.cache_dir))
+    try:
+        # mvn works on a copy so it never writes into the source tree.
+        shutil.copy(POM, staging / "pom.xml")
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging / 'libs'}",
+            ],
+            cwd=staging,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"mvn could not resolve the Kafka jars (exit {result.returncode}):\n"
+                f"{result.stdout[-4000:]}{result.stderr[-4000:]}"
+            )
+        (staging / ".pom-sha256").write_text(_pom_digest())
+        shutil.rmtree(target, ignore_errors=True)
+        staging.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise ServiceError(
+            "java is not on PATH (Kafka 4 needs Java 17+; apt-get install openjdk-17-jre)"
+        )
+    return java
+
+
+def _server_properties(settings: Settings, data_dir: Path) -> str:
+    port, cport = settings.kafka_port, controller_port(settings)
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        # A static voter set: the quorum survives a change of port (a --standalone one would not).
+        "controller.quorum.voters": f"1@127.0.0.1:{cport}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "4",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        # Fewer internal partitions make the first consumer group and transaction join fast.
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Few threads: two shared cores.
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "background.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "num.replica.fetchers": "1",
+        "log.cleaner.threads": "1",
+        "group.coordinator.threads": "1",
+        "share.coordinator.threads": "1",
+    }
+    header = "# Written by optout-sync at every `services up`; edits are overwritten.\n"
+    return header + "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def _cluster_id(kafka_dir: Path) -> str:
+    id_file = kafka_dir / "cluster-id"
+    if not id_file.exists():
+        # Kafka's own format: a random UUID in URL-safe base64 without padding.
+        id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+    return id_file.read_text().strip()
+
+
+def _format_storage(
+    java: str, classpath: str, config: Path, kafka_dir: Path, data_dir: Path
+) -> None:
+    if (data_dir / "meta.properties").exists():
+        return
+    result = subprocess.run(
+        [
+            java,
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            _cluster_id(kafka_dir),
+            "-c",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+
+def broker_answers(bootstrap_servers: str) -> bool:
+    """True when a broker at `bootstrap_servers` lists its topics (our readiness test)."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers,
+            client_id="optout-sync-readiness",
+            request_timeout_ms=5000,
+            bootstrap_timeout_ms=5000,
+        )
+    except KafkaConfigurationError:
+        raise
+    except (KafkaError, OSError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def status(settings: Settings) -> ServiceStatus:
+    service = paths(settings)
+    state, record = live_process(service.pid)
+    return ServiceStatus(
+        name=NAME,
+        state=state,
+        pid=record.pid if record and state == "running" else None,
+        port=settings.kafka_port,
+        endpoint=bootstrap(settings),
+        log_path=str(service.log),
+        version=f"Apache Kafka {kafka_version()}",
+    )
+
+
+def up(settings: Settings) -> ServiceStatus:
+    """Start the broker unless it is already running; returns its status (`started` says which)."""
+    service = paths(settings)
+    with exclusive(service):
+        current = status(settings)
+        if current.state == "running":
+            return current
+        for port in (settings.kafka_port, controller_port(settings)):
+            if port_answers(port):
+                raise ServiceError(
+                    f"port {port} on 127.0.0.1 is taken by a process that is not our broker; "
+                    "stop it or choose another OPTOUT_KAFKA_PORT (the controller uses the next port)"
+                )
+        began = time.monotonic()
+        jars = ensure_jars(settings)
+        java, classpath = _java(), str(jars / "libs" / "*")
+        kafka_dir = settings.state_dir / NAME
+        data_dir = kafka_dir / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = kafka_dir / "server.properties"
+        config.write_text(_server_properties(settings, data_dir))
+        _format_storage(java, classpath, config, kafka_dir, data_dir)
+        child = start_detached(
+            [
+                java,
+                *JVM_OPTIONS,
+                f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+                f"-Dkafka.logs.dir={service.log.parent}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(config),
+            ],
+            paths=service,
+            cwd=kafka_dir,
+        )
+        address = bootstrap(settings)
+        wait_until_ready(
+            lambda: port_answers(settings.kafka_port) and broker_answers(address),
+            child=child,
+            paths=service,
+            what=f"Kafka broker on {address}",
+            timeout_s=START_TIMEOUT_S,
+        )
+        return msgspec.structs.replace(
+            status(settings), started=True, start_seconds=round(time.monotonic() - began, 1)
+        )
+
+
+def down(settings: Settings) -> int | None:
+    """Stop the broker `up` started (SIGTERM: a controlled shutdown); returns its pid if it ran."""
+    service = paths(settings)
+    with exclusive(service):
+        return stop(service, stop_signal=signal.SIGTERM, timeout_s=STOP_TIMEOUT_S)

@@ -1,0 +1,162 @@
+"""Exactly-once under failure: ingest processes killed with SIGKILL at random instants, and a
+consumer group losing and regaining a member, while 20,000 messages stream in."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from adapters.inbound import Actor, PersonRef
+from adapters.settings import Settings
+from tests.factories import good_change
+from tests.integration.ingest_harness import (
+    caught_up,
+    isolated_settings,
+    keyed,
+    produce,
+    reader,
+    start_ingest,
+    stored_positions,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+MESSAGES = 20_000
+PERSONS = 5_000  # four changes each, so persons are loaded and extended, not only created
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def config(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'events.sqlite'}"
+    else:
+        request.applymarker(pytest.mark.postgres)
+        url = request.getfixturevalue("fresh_postgres_url")
+    return isolated_settings(kafka_bootstrap, url, tmp_path)
+
+
+class Stream(threading.Thread):
+    """Produces the 20,000 changes in paced chunks, so that they arrive while workers die."""
+
+    def __init__(self, config: Settings, chunks: int = 100, pause_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.config, self.chunks, self.pause_s = config, chunks, pause_s
+        sources = ["sales", "marketing", "salesforce"]
+        self.changes = [
+            good_change(
+                person=PersonRef(person_id=f"p-{i % PERSONS}"),
+                source=sources[i % 3],
+                actor=Actor(kind="system", id="test"),
+            )
+            for i in range(MESSAGES)
+        ]
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            size = len(self.changes) // self.chunks
+            for start in range(0, len(self.changes), size):
+                produce(self.config, keyed(self.changes[start : start + size]))
+                time.sleep(self.pause_s)  # pacing the load, not waiting for a condition
+        except BaseException as error:  # surfaced by the test thread
+            self.error = error
+
+
+def total_stored(config: Settings) -> int:
+    """How many offsets of the inbound topic the store has recorded."""
+    store = reader(config)
+    try:
+        names = [f"{config.topic_inbound}:{p}" for p in range(4)]
+        return sum(position + 1 for position in stored_positions(store, names).values())
+    finally:
+        store.close()
+
+
+def assert_each_change_stored_exactly_once(config: Settings, stream: Stream) -> None:
+    store = reader(config)
+    try:
+        wait_for(caught_up(config, store), 180, "the store to reach the end of the topic")
+        counts = Counter(change.event_id for change in store.all_changes())
+    finally:
+        store.close()
+    produced = {change.event_id for change in stream.changes}
+    assert set(counts) == produced, f"lost {len(produced - set(counts))} changes"
+    duplicated = {event_id: n for event_id, n in counts.items() if n > 1}
+    assert not duplicated, f"{len(duplicated)} changes stored more than once"
+    assert sum(counts.values()) == MESSAGES
+
+
+def progressed(
+    config: Settings, before: int, worker: subprocess.Popen[bytes], stream: Stream
+) -> Callable[[], bool]:
+    """This incarnation has stored something, or there is nothing left to store, or it died."""
+
+    def check() -> bool:
+        stored = total_stored(config)
+        finished = not stream.is_alive() and stored >= MESSAGES
+        return stored > before or finished or worker.poll() is not None
+
+    return check
+
+
+def test_sigkill_at_random_instants_loses_and_duplicates_nothing(config: Settings) -> None:
+    rng = random.Random(20_000)
+    stream = Stream(config)
+    stream.start()
+    kills = kills_while_streaming = 0
+    # Static membership lets a restarted worker take its partitions back at once.
+    while kills < 20 or stream.is_alive():
+        before = total_stored(config)
+        worker = start_ingest(config, OPTOUT_GROUP_INSTANCE_ID="killed-worker")
+        # Kill only once this incarnation has written something (or the stream is over and
+        # there is nothing left to write), at a random instant after that.
+        wait_for(progressed(config, before, worker, stream), 120, "the worker to store something")
+        assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+        time.sleep(rng.uniform(0, 0.4))  # the random instant of the kill
+        streaming = stream.is_alive()
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+        kills += 1
+        kills_while_streaming += streaming
+        if kills > 200:
+            break
+    assert stream.error is None, stream.error
+    print(f"{kills} SIGKILLs, {kills_while_streaming} of them while the stream was flowing")
+    assert kills_while_streaming >= 20
+    survivor = start_ingest(config, OPTOUT_GROUP_INSTANCE_ID="killed-worker")
+    try:
+        assert_each_change_stored_exactly_once(config, stream)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(timeout=60)
+
+
+def test_two_workers_one_stopped_and_restarted_mid_stream(config: Settings) -> None:
+    stream = Stream(config, chunks=40, pause_s=0.2)
+    first = start_ingest(config)
+    second = start_ingest(config)
+    stream.start()
+    try:
+        wait_for(lambda: total_stored(config) > MESSAGES // 4, 180, "a quarter of the stream")
+        second.send_signal(signal.SIGTERM)  # leaves the group: its partitions move to `first`
+        assert second.wait(timeout=60) == 0
+        stopped_at = total_stored(config)
+        wait_for(lambda: total_stored(config) > stopped_at + 1000, 180, "the survivor to go on")
+        second = start_ingest(config)  # rejoins: partitions are shared out again
+        stream.join(timeout=300)
+        assert stream.error is None, stream.error
+        assert_each_change_stored_exactly_once(config, stream)
+    finally:
+        for worker in (first, second):
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0

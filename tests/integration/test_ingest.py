@@ -1,0 +1,103 @@
+"""The ingest consumer against the real broker, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from adapters import dead_letter
+from adapters.inbound import PersonRef
+from adapters.settings import Settings
+from consumers import bootstrap
+from consumers.ingest import Ingest
+from tests.bad_messages import BAD_MESSAGES
+from tests.factories import good_change
+from tests.integration.ingest_harness import (
+    caught_up,
+    isolated_settings,
+    keyed,
+    produce,
+    reader,
+)
+
+pytestmark = [pytest.mark.kafka]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def config(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'events.sqlite'}"
+    else:
+        request.applymarker(pytest.mark.postgres)
+        url = request.getfixturevalue("fresh_postgres_url")
+    return isolated_settings(kafka_bootstrap, url, tmp_path)
+
+
+def run_until_caught_up(config: Settings, *, group: str | None = None) -> Ingest:
+    if group is not None:
+        config = Settings(
+            **{**{f: getattr(config, f) for f in config.__struct_fields__}, "consumer_group": group}
+        )
+    store = bootstrap.open_store(config, writer=True)
+    worker = Ingest(config, store)
+    done = caught_up(config, store)
+    worker.run(until=lambda _stats: done(), idle_exit_s=60)
+    assert done(), "the ingest went idle before storing every offset"
+    return worker
+
+
+def stored_event_ids(config: Settings) -> list[uuid.UUID]:
+    store = reader(config)
+    try:
+        return [change.event_id for change in store.all_changes()]
+    finally:
+        store.close()
+
+
+def test_the_same_message_delivered_twice_is_stored_once(config: Settings) -> None:
+    change = good_change()
+    produce(config, keyed([change, change]))  # re-produced with the same event id
+    worker = run_until_caught_up(config)
+    assert (worker.stats.recorded, worker.stats.duplicates) == (1, 1)
+    assert stored_event_ids(config) == [change.event_id]
+
+    # Offsets reset: a new consumer group reads the topic from the start again.
+    again = run_until_caught_up(config, group=f"{config.consumer_group}-reset")
+    assert again.stats.recorded == 0 and again.stats.redelivered == 2
+    assert stored_event_ids(config) == [change.event_id]
+
+
+def test_every_kind_of_bad_message_is_dead_lettered_and_the_good_ones_around_it_are_stored(
+    config: Settings,
+) -> None:
+    goods = []
+    stream: list[tuple[bytes | None, bytes | None]] = []
+    for index, bad in enumerate(BAD_MESSAGES):
+        good = good_change(person=PersonRef(person_id=f"p-{index}"))
+        goods.append(good)
+        stream += keyed([good])
+        stream.append((f"bad-{index}".encode(), bad.value))
+    produce(config, stream)
+    worker = run_until_caught_up(config)
+
+    assert sorted(map(str, stored_event_ids(config))) == sorted(str(g.event_id) for g in goods)
+    letters = {letter.key: letter for letter in dead_letter.read(config)}
+    assert worker.stats.dead_lettered == len(BAD_MESSAGES) == len(letters)
+    for index, bad in enumerate(BAD_MESSAGES):
+        letter = letters[f"bad-{index}".encode()]
+        assert letter.code == bad.code, bad.name
+        assert letter.value == bad.value, f"{bad.name}: the original bytes are kept"
+        assert letter.reason and "@" not in letter.reason
+        assert letter.origin_topic == config.topic_inbound and letter.origin_offset >= 0
+
+
+def test_dead_letters_can_be_redriven_to_the_inbound_topic(config: Settings) -> None:
+    produce(config, [(b"k", b"not json")])
+    run_until_caught_up(config)
+    [letter] = list(dead_letter.read(config))
+    assert dead_letter.redrive(config, [letter]) == 1
+    second = run_until_caught_up(config)
+    assert second.stats.dead_lettered == 1  # still bad, so it is back with its reason
+    assert len(list(dead_letter.read(config))) == 2
