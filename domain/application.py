@@ -3,14 +3,19 @@ position it came from, so that a redelivered batch writes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, LRUCache, ProcessingEvent
-from eventsourcing.persistence import Tracking
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    LRUCache,
+    ProcessingEvent,
+    project_aggregate,
+)
+from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.projection import EventSourcedProjection
 
 from domain.identity import aggregate_id, record_type
@@ -44,10 +49,16 @@ class ChangeBatch:
     persons: dict[UUID, Person] = field(default_factory=dict)
 
 
+# A port: the stored events of many persons in one read (the store adapter provides it).
+StoredEventsOf = Callable[[Collection[UUID]], Mapping[UUID, Sequence[StoredEvent]]]
+
+
 class OptOutLog(EventSourcedProjection[UUID]):
     """The event log of every person's opt-out changes."""
 
     name = "optout"
+    # When set, a batch loads all its persons in one read instead of one read per person.
+    stored_events_of: StoredEventsOf | None = None
 
     def record(self, changes: Sequence[Change], position: Tracking | None = None) -> ChangeBatch:
         """Stores the changes (and the position they came from) in one transaction.
@@ -61,6 +72,7 @@ class OptOutLog(EventSourcedProjection[UUID]):
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch: ChangeBatch = domain_event
+        self._load_persons(batch)
         for change in batch.changes:
             person = self._person_for(batch, change.person_key)
             if _apply(person, change):
@@ -107,6 +119,29 @@ class OptOutLog(EventSourcedProjection[UUID]):
     def position(self, source: str) -> int | None:
         """The last recorded position (e.g. Kafka offset) of a source like `topic:partition`."""
         return self.recorder.max_tracking_id(source)
+
+    def _load_persons(self, batch: ChangeBatch) -> None:
+        """Loads every person the batch touches in one read, when the store offers it."""
+        if self.stored_events_of is None:
+            return
+        keys = {aggregate_id(change.person_key): change.person_key for change in batch.changes}
+        cache = self.repository.cache
+        if cache is not None:
+            for person_id in list(keys):
+                try:
+                    batch.persons[person_id] = cache.get(person_id)
+                    del keys[person_id]
+                except KeyError:
+                    pass
+        stored = self.stored_events_of(list(keys)) if keys else {}
+        for person_id, key in keys.items():
+            if person_id in stored:
+                events = map(self.mapper.to_domain_event, stored[person_id])
+                person = project_aggregate(None, events)
+                assert isinstance(person, Person)
+                batch.persons[person_id] = person
+            else:
+                batch.persons[person_id] = Person(key)
 
     def _person_for(self, batch: ChangeBatch, key: str) -> Person:
         person_id = aggregate_id(key)
