@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 import msgspec
+from eventsourcing.persistence import OperationalError, ProgrammingError
 from rich.console import Console
 from rich.table import Table
 
@@ -19,6 +20,10 @@ def load_state(identity: str) -> PersonState | None:
     try:
         person = store.person(key)
         return None if person is None else state_of(person, store.history(key))
+    except (OperationalError, ProgrammingError) as error:
+        raise click.ClickException(
+            f"the event store cannot be read ({error}); has anything been ingested yet?"
+        ) from None
     finally:
         store.close()
 

@@ -1,0 +1,95 @@
+"""The command line end to end, as a user runs it: the main job twice, `person`, `dlq`, and a
+bad setting stopping start-up with its name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.kafka]
+
+
+def optout_sync(
+    *args: str, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumers", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    import os
+
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "OPTOUT_STATE_DIR": str(tmp_path),
+        "OPTOUT_TOPIC_INBOUND": f"e2e.changes.{suffix}",
+        "OPTOUT_CONSUMER_GROUP": f"e2e-{suffix}",
+        "COLUMNS": "160",
+    }
+
+
+def test_the_main_job_runs_twice_and_ends_with_the_persons_state(env: dict[str, str]) -> None:
+    for run in (1, 2):
+        result = optout_sync("demo", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "person:demo-ada" in result.stdout and "opted out" in result.stdout
+        assert "pending link" in result.stdout  # grace has no Salesforce id
+        assert "invalid_json" in result.stdout and "invalid_salesforce_id" in result.stdout
+        assert "1 already recorded" in result.stdout, f"run {run}: the duplicate is ignored"
+        assert "grace@example.com" not in result.stderr  # emails stay out of the logs
+
+    state = json.loads(optout_sync("person", "demo-ada", "--json", env=env).stdout)
+    assert state["opted_out"] is True and state["opted_out_source"] == "sales"
+    assert state["salesforce_id"] == "0035g00000AbCdEAAV"
+    # Two runs, each: a sales unsubscribe (its duplicate ignored) and a marketing repeat.
+    assert [entry["source"] for entry in state["history"]] == ["sales", "marketing"] * 2
+
+    by_email = json.loads(optout_sync("person", "Grace@Example.com", "--json", env=env).stdout)
+    assert by_email["pending_link"] is True
+
+    letters = optout_sync("dlq", "list", "--json", env=env)
+    assert letters.returncode == 0
+    codes = [json.loads(line)["code"] for line in letters.stdout.splitlines()]
+    assert sorted(codes) == [
+        "invalid_json",
+        "invalid_json",
+        "invalid_salesforce_id",
+        "invalid_salesforce_id",
+    ]
+
+
+def test_an_unknown_person_is_an_error_with_a_non_zero_exit(env: dict[str, str]) -> None:
+    before_anything = optout_sync("person", "nobody-here", env=env)
+    assert before_anything.returncode == 1 and "ingested" in before_anything.stderr
+    ingest = optout_sync("ingest", "--idle-exit", "1", "--json", env=env)
+    assert ingest.returncode == 0, ingest.stderr
+    assert json.loads(ingest.stdout)["recorded"] == 0
+    result = optout_sync("person", "nobody-here", env=env)
+    assert result.returncode == 1 and "no such person" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OPTOUT_DATABASE_URL", "mysql://db/optout"), ("OPTOUT_KAFKA_PORT", "ninety")],
+)
+def test_a_bad_setting_stops_start_up_and_names_the_setting(
+    env: dict[str, str], name: str, value: str
+) -> None:
+    result = optout_sync("ingest", env={**env, name: value}, timeout=60)
+    assert result.returncode != 0
+    assert name in result.stderr and "Traceback" not in result.stderr
