@@ -1,2 +1,1 @@
 """The edges: Salesforce, Kafka, persistence settings, local services, the Salesforce sandbox."""
-

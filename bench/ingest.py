@@ -17,8 +17,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kafka import KafkaConsumer
-
 from adapters import kafka, local_services
 from adapters.inbound import Actor, ChangeV1, PersonRef, encode, kafka_key
 from adapters.local_services import postgres as local_postgres

@@ -12,6 +12,7 @@ import click
 VERBS: dict[str, str] = {
     "services": "consumers.cli_services:services",
     "sandbox": "consumers.cli_sandbox:sandbox",
+    "init": "consumers.cli_init:init",
     "ingest": "consumers.cli_ingest:ingest",
     "person": "consumers.cli_person:person",
     "dlq": "consumers.cli_dlq:dlq",

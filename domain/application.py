@@ -129,10 +129,12 @@ class OptOutLog(EventSourcedProjection[UUID]):
         if cache is not None:
             for person_id in list(keys):
                 try:
-                    batch.persons[person_id] = cache.get(person_id)
-                    del keys[person_id]
+                    cached = cache.get(person_id)
                 except KeyError:
-                    pass
+                    continue
+                assert isinstance(cached, Person)
+                batch.persons[person_id] = cached
+                del keys[person_id]
         stored = self.stored_events_of(list(keys)) if keys else {}
         for person_id, key in keys.items():
             if person_id in stored:

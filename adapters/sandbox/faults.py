@@ -1,0 +1,164 @@
+"""Injected failures: what a real org does on a bad day, switched on for the next N calls or by chance."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.identity import InvalidSalesforceId, to_18
+
+REQUEST_FAULTS = (
+    "latency",
+    "invalid_session_id",
+    "request_limit_exceeded",
+    "server_unavailable",
+    "drop_connection",
+)
+RECORD_FAULTS = ("unable_to_lock_row",)
+KINDS = REQUEST_FAULTS + RECORD_FAULTS
+
+
+@dataclass
+class Fault:
+    """One failure mode; `count` (next N hits) and `probability` may combine; neither = every hit."""
+
+    kind: str
+    count: int | None = None
+    probability: float | None = None
+    latency_ms: int = 0
+    record_ids: frozenset[str] = frozenset()
+    path: str | None = None  # only requests whose path contains this text
+    method: str | None = None
+    fired: int = field(default=0)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Fault:
+        """Validated from the admin endpoint's JSON; raises ValueError naming the bad key."""
+        unknown = set(spec) - {
+            "kind",
+            "count",
+            "probability",
+            "latency_ms",
+            "record_ids",
+            "path",
+            "method",
+        }
+        if unknown:
+            raise ValueError(f"unknown fault keys: {sorted(unknown)}")
+        kind = str(spec.get("kind", "")).lower()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}")
+        count = spec.get("count")
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ValueError("count must be a positive integer")
+        probability = spec.get("probability")
+        if probability is not None and not (
+            isinstance(probability, int | float) and 0 <= probability <= 1
+        ):
+            raise ValueError("probability must be between 0 and 1")
+        try:
+            ids = frozenset(to_18(str(i)) for i in spec.get("record_ids") or [])
+        except InvalidSalesforceId as error:
+            raise ValueError(f"record_ids: {error}") from None
+        if kind in RECORD_FAULTS and not ids:
+            raise ValueError("unable_to_lock_row needs record_ids")
+        latency = spec.get("latency_ms", 0)
+        if kind == "latency" and (not isinstance(latency, int | float) or latency <= 0):
+            raise ValueError("latency needs a positive latency_ms")
+        method = spec.get("method")
+        return cls(
+            kind=kind,
+            count=count,
+            probability=None if probability is None else float(probability),
+            latency_ms=int(latency),
+            record_ids=ids,
+            path=spec.get("path"),
+            method=str(method).upper() if method else None,
+        )
+
+    @property
+    def spent(self) -> bool:
+        return self.count is not None and self.fired >= self.count
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "count": self.count,
+            "probability": self.probability,
+            "latency_ms": self.latency_ms,
+            "record_ids": sorted(self.record_ids),
+            "path": self.path,
+            "method": self.method,
+            "fired": self.fired,
+        }
+
+
+class FaultPlan:
+    """The active faults; consulted once per API request and once per record write."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)
+
+    def add(self, spec: dict[str, Any]) -> Fault:
+        fault = Fault.from_spec(spec)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def describe(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [fault.describe() for fault in self._faults]
+
+    def __bool__(self) -> bool:
+        return bool(self._faults)
+
+    def _fire(self, fault: Fault) -> bool:
+        # Caller holds the lock; a spent fault is dropped so the plan stays short.
+        if fault.probability is not None and self._random.random() >= fault.probability:
+            return False
+        fault.fired += 1
+        if fault.spent:
+            self._faults.remove(fault)
+        return True
+
+    def on_request(self, method: str, path: str) -> tuple[float, str | None]:
+        """(seconds of latency to add, the failing kind or None) for one API request."""
+        if not self._faults:
+            return 0.0, None
+        delay, failure = 0.0, None
+        with self._lock:
+            for fault in list(self._faults):
+                if fault.kind not in REQUEST_FAULTS:
+                    continue
+                if (fault.path and fault.path not in path) or (
+                    fault.method and fault.method != method
+                ):
+                    continue
+                if fault.kind == "latency":
+                    if self._fire(fault):
+                        delay += fault.latency_ms / 1000
+                elif failure is None and self._fire(fault):
+                    failure = fault.kind
+        return delay, failure
+
+    def row_locked(self, record_id: str) -> bool:
+        """Whether writing this record fails with UNABLE_TO_LOCK_ROW this time."""
+        if not self._faults:
+            return False
+        with self._lock:
+            for fault in list(self._faults):
+                if (
+                    fault.kind in RECORD_FAULTS
+                    and record_id in fault.record_ids
+                    and self._fire(fault)
+                ):
+                    return True
+        return False
