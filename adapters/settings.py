@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 import msgspec
@@ -15,6 +16,13 @@ import msgspec
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
+
+
+class Secret(str):
+    """A credential: usable as a string, never shown by repr() (so never in a logged Settings)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
 
 
 def _state_home() -> Path:
@@ -45,6 +53,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     consumer_group: str
     # OPTOUT_GROUP_INSTANCE_ID: static group membership, so a restarted worker rejoins at once.
     group_instance_id: str | None = None
+    # SALESFORCE_*: the org; with no username configured the demo uses the local sandbox.
+    salesforce_username: str | None = None
+    salesforce_password: Secret | None = None
+    salesforce_security_token: Secret | None = None
+    salesforce_domain: str = "login"
+    salesforce_ca_bundle: str | None = None
 
     @property
     def uses_postgres(self) -> bool:
@@ -62,6 +76,11 @@ ENV_NAMES = {
     "topic_dead_letter": "OPTOUT_TOPIC_DEAD_LETTER",
     "consumer_group": "OPTOUT_CONSUMER_GROUP",
     "group_instance_id": "OPTOUT_GROUP_INSTANCE_ID",
+    "salesforce_username": "SALESFORCE_USERNAME",
+    "salesforce_password": "SALESFORCE_PASSWORD",
+    "salesforce_security_token": "SALESFORCE_SECURITY_TOKEN",
+    "salesforce_domain": "SALESFORCE_DOMAIN",
+    "salesforce_ca_bundle": "SALESFORCE_CA_BUNDLE",
 }
 
 
@@ -125,4 +144,31 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         or f"{topic_inbound}.dead-letter",
         consumer_group=read_setting(env, ENV_NAMES["consumer_group"]) or "optout-sync-ingest",
         group_instance_id=read_setting(env, ENV_NAMES["group_instance_id"]),
+        **_salesforce(env),
     )
+
+
+class _SalesforceSettings(TypedDict):
+    salesforce_username: str | None
+    salesforce_password: Secret | None
+    salesforce_security_token: Secret | None
+    salesforce_domain: str
+    salesforce_ca_bundle: str | None
+
+
+def _salesforce(env: Mapping[str, str]) -> _SalesforceSettings:
+    username = read_setting(env, ENV_NAMES["salesforce_username"])
+    password = read_setting(env, ENV_NAMES["salesforce_password"])
+    token = read_setting(env, ENV_NAMES["salesforce_security_token"])
+    if username and not password:
+        raise ConfigError("SALESFORCE_PASSWORD: required when SALESFORCE_USERNAME is set")
+    ca_bundle = read_setting(env, ENV_NAMES["salesforce_ca_bundle"])
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise ConfigError(f"SALESFORCE_CA_BUNDLE: no such file {ca_bundle!r}")
+    return {
+        "salesforce_username": username,
+        "salesforce_password": Secret(password) if password else None,
+        "salesforce_security_token": Secret(token) if token else None,
+        "salesforce_domain": read_setting(env, ENV_NAMES["salesforce_domain"]) or "login",
+        "salesforce_ca_bundle": ca_bundle,
+    }

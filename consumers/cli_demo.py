@@ -6,18 +6,24 @@ the inbound topic, ingests it exactly once, and prints the stored state and the 
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import click
 from rich.console import Console
 
-from adapters import dead_letter, kafka
+from adapters import dead_letter, kafka, salesforce
 from adapters.inbound import Actor, ChangeV1, PersonRef, encode, kafka_key
+from adapters.sandbox.runner import running_sandbox
+from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.cli_person import load_state, print_state
 from consumers.ingest import Ingest
+from domain.identity import to_18
 
 ADA = PersonRef(person_id="demo-ada", email="ada@example.com", salesforce_id="0035g00000AbCdE")
 GRACE = PersonRef(email="grace@example.com")
@@ -124,6 +130,8 @@ def demo(timeout: float) -> None:
         print_state(state, console)
         console.print()
 
+    _show_salesforce(config, console)
+
     letters = [
         letter
         for letter in dead_letter.read(config)
@@ -135,3 +143,41 @@ def demo(timeout: float) -> None:
         console.print(f"  {letter.id}  [red]{letter.code}[/]  {letter.reason}")
     if len(letters) != 2:
         raise click.ClickException(f"expected 2 dead letters from this run, found {len(letters)}")
+
+
+@contextmanager
+def _org(config: Settings) -> Iterator[tuple[Settings, str]]:
+    """The configured org, else a local sandbox seeded with the demo's people."""
+    if config.salesforce_username:
+        yield config, f"org at {config.salesforce_domain}.salesforce.com"
+        return
+    with running_sandbox(tls_dir=config.state_dir / "sandbox") as sandbox:
+        sandbox.insert("Contact", Id=ADA.salesforce_id, LastName="Lovelace", Email=ADA.email)
+        sandbox.insert("Lead", LastName="Hopper", Company="Navy", Email=GRACE.email)
+        org_env = {
+            **os.environ,
+            "SALESFORCE_USERNAME": sandbox.config.username,
+            "SALESFORCE_PASSWORD": sandbox.config.password,
+            "SALESFORCE_SECURITY_TOKEN": sandbox.config.security_token,
+            "SALESFORCE_DOMAIN": sandbox.login_domain,
+            "SALESFORCE_CA_BUNDLE": str(sandbox.ca_path),
+        }
+        yield load(org_env), f"local sandbox at {sandbox.url} (no org credentials configured)"
+
+
+def _show_salesforce(config: Settings, console: Console) -> None:
+    """The sync's requirements, checked against Salesforce through the real client."""
+    with _org(config) as (org_config, where):
+        client = salesforce.connect(org_config)
+        check = salesforce.check_org(client)
+        ada_id = to_18(str(ADA.salesforce_id))
+        flags = salesforce.opt_out_flags(client, [ada_id])
+    console.print(f"[bold]Salesforce[/]: {where}")
+    for sobject, present in check.field_present.items():
+        mark = "[green]present[/]" if present else "[red]MISSING[/]"
+        console.print(f"  {sobject}.{check.opt_out_field}: {mark}")
+    console.print(f"  daily API requests used: {check.api_used:,} of {check.api_max:,}")
+    console.print(
+        f"  Contact {ada_id}: {check.opt_out_field} = {flags.get(ada_id)} "
+        "(the live push to Salesforce arrives with the pusher)\n"
+    )

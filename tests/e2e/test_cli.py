@@ -52,6 +52,10 @@ def test_the_main_job_runs_twice_and_ends_with_the_persons_state(env: dict[str, 
         assert "invalid_json" in result.stdout and "invalid_salesforce_id" in result.stdout
         assert "1 already recorded" in result.stdout, f"run {run}: the duplicate is ignored"
         assert "grace@example.com" not in result.stderr  # emails stay out of the logs
+        # No org configured: the requirements are checked on the local sandbox, over HTTPS.
+        assert "Salesforce: local sandbox at https://127.0.0.1:" in result.stdout
+        assert "Contact.HasOptedOutOfEmail: present" in result.stdout
+        assert "Lead.HasOptedOutOfEmail: present" in result.stdout
 
     state = json.loads(optout_sync("person", "demo-ada", "--json", env=env).stdout)
     assert state["opted_out"] is True and state["opted_out_source"] == "sales"
