@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.console import Console
 
 from adapters import dead_letter, kafka, salesforce
-from adapters.inbound import Actor, ChangeV1, PersonRef, encode, kafka_key
+from adapters.inbound import Actor, ChangeV1, Channel, PersonRef, Source, encode, kafka_key
 from adapters.sandbox.runner import running_sandbox
 from adapters.settings import Settings, load
 from consumers import bootstrap
@@ -29,40 +30,22 @@ ADA = PersonRef(person_id="demo-ada", email="ada@example.com", salesforce_id="00
 GRACE = PersonRef(email="grace@example.com")
 
 
+def _change(
+    person: PersonRef, source: Source, actor: Actor, channel: Channel, **more: Any
+) -> ChangeV1:
+    return ChangeV1(
+        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=person,
+        source=source, actor=actor, channel=channel, occurred_at=datetime.now(UTC), **more,
+    )  # fmt: skip
+
+
 def _stream() -> list[tuple[str, bytes | None, bytes]]:
     """(what it is, key, value) for each demo message; fresh event ids every run."""
-    now = datetime.now(UTC)
-    by_rep = ChangeV1(
-        event_id=uuid.uuid4(),
-        schema_version=1,
-        type="unsubscribed",
-        person=ADA,
-        source="sales",
-        actor=Actor(kind="user", id="rep-7", name="Rita Rep"),
-        channel="manual",
-        reason="asked on a call",
-        occurred_at=now,
-    )
-    by_link = ChangeV1(
-        event_id=uuid.uuid4(),
-        schema_version=1,
-        type="unsubscribed",
-        person=GRACE,
-        source="marketing",
-        actor=Actor(kind="recipient"),
-        channel="email_link",
-        occurred_at=now,
-    )
-    again = ChangeV1(
-        event_id=uuid.uuid4(),
-        schema_version=1,
-        type="unsubscribed",
-        person=ADA,
-        source="marketing",
-        actor=Actor(kind="recipient"),
-        channel="email_link",
-        occurred_at=now,
-    )
+    rep = Actor(kind="user", id="rep-7", name="Rita Rep")
+    by_rep = _change(ADA, "sales", rep, "manual", reason="asked on a call")
+    by_link = _change(GRACE, "marketing", Actor(kind="recipient"), "email_link")
+    again = _change(ADA, "marketing", Actor(kind="recipient"), "email_link")
+    account_id = encode(by_rep).replace(b'"0035g00000AbCdE"', b'"0015g00000AbCdE"')
     return [
         ("sales unsubscribe (rep, manual)", kafka_key(by_rep), encode(by_rep)),
         (
@@ -73,13 +56,7 @@ def _stream() -> list[tuple[str, bytes | None, bytes]]:
         ("the sales unsubscribe delivered twice", kafka_key(by_rep), encode(by_rep)),
         ("a repeat unsubscribe from marketing", kafka_key(again), encode(again)),
         ("a bad message: not JSON", b"demo-bad", b'{"type": "unsubscribed", oops'),
-        (
-            "a bad message: an Account id, not a Contact or Lead",
-            b"demo-bad",
-            encode(by_rep).replace(
-                b'"salesforce_id":"0035g00000AbCdE"', b'"salesforce_id":"0015g00000AbCdE"'
-            ),
-        ),
+        ("a bad message: an Account id, not a Contact or Lead", b"demo-bad", account_id),
     ]
 
 

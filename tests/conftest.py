@@ -82,11 +82,36 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return _plan()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test by the real services its fixtures reach, for the summary below."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "kafka_bootstrap" in names:
+            item.add_marker(pytest.mark.kafka)
+        if names & {"postgres_url", "fresh_postgres_url"}:
+            item.add_marker(pytest.mark.postgres)
+
+
+_SERVICE_MARKERS = {
+    "kafka": "the real Kafka broker",
+    "postgres": "the real PostgreSQL server",
+    "sandbox": "the Salesforce sandbox (HTTPS, unmodified simple-salesforce)",
+}
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _provided:
-        terminalreporter.section("real services used")
-        for name, description in _provided.items():
-            terminalreporter.write_line(f"{name}: {description}")
+    if not _provided:
+        return
+    terminalreporter.section("real services used")
+    for name, description in _provided.items():
+        terminalreporter.write_line(f"{name}: {description}")
+    passed = [r for r in terminalreporter.stats.get("passed", []) if r.when == "call"]
+    for marker, what in _SERVICE_MARKERS.items():
+        talked = [report.nodeid for report in passed if marker in report.keywords]
+        if talked:
+            terminalreporter.write_line(f"{len(talked)} tests passed against {what}, e.g.")
+            for nodeid in talked[:4]:
+                terminalreporter.write_line(f"    {nodeid}")
 
 
 def _wait_for(what: str, ready: Callable[[], bool]) -> None:

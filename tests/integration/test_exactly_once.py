@@ -10,7 +10,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,6 @@ from adapters.settings import Settings
 from tests.factories import good_change
 from tests.integration.ingest_harness import (
     caught_up,
-    isolated_settings,
     keyed,
     produce,
     reader,
@@ -32,16 +30,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 MESSAGES = 20_000
 PERSONS = 5_000  # four changes each, so persons are loaded and extended, not only created
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def config(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.sqlite'}"
-    else:
-        request.applymarker(pytest.mark.postgres)
-        url = request.getfixturevalue("fresh_postgres_url")
-    return isolated_settings(kafka_bootstrap, url, tmp_path)
 
 
 class Stream(threading.Thread):

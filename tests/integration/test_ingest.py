@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -16,23 +15,12 @@ from tests.bad_messages import BAD_MESSAGES
 from tests.factories import good_change
 from tests.integration.ingest_harness import (
     caught_up,
-    isolated_settings,
     keyed,
     produce,
     reader,
 )
 
 pytestmark = [pytest.mark.kafka]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def config(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.sqlite'}"
-    else:
-        request.applymarker(pytest.mark.postgres)
-        url = request.getfixturevalue("fresh_postgres_url")
-    return isolated_settings(kafka_bootstrap, url, tmp_path)
 
 
 def run_until_caught_up(config: Settings, *, group: str | None = None) -> Ingest:
