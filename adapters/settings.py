@@ -46,7 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_bootstrap_servers: str
     kafka_port: int
     # OPTOUT_DATABASE_URL: sqlite:///path (default, embedded) or postgresql://user@host:port/db.
-    database_url: str
+    database_url: Secret  # may hold a password: see `store_location` for display
     postgres_port: int
     topic_inbound: str
     topic_dead_letter: str
@@ -59,6 +59,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     salesforce_security_token: Secret | None = None
     salesforce_domain: str = "login"
     salesforce_ca_bundle: str | None = None
+
+    @property
+    def store_location(self) -> str:
+        """The event store's URL without credentials, fit for output."""
+        url = urlsplit(self.database_url)
+        if url.scheme == "sqlite":
+            return str(self.database_url)
+        host = f"{url.hostname or ''}:{url.port}" if url.port else (url.hostname or "")
+        return url._replace(netloc=host).geturl()
 
     @property
     def uses_postgres(self) -> bool:
@@ -137,7 +146,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         kafka_bootstrap_servers=read_setting(env, ENV_NAMES["kafka_bootstrap_servers"])
         or f"127.0.0.1:{kafka_port}",
         kafka_port=kafka_port,
-        database_url=_database_url(env, state_dir),
+        database_url=Secret(_database_url(env, state_dir)),
         postgres_port=_port(env, ENV_NAMES["postgres_port"], 15432),
         topic_inbound=topic_inbound,
         topic_dead_letter=read_setting(env, ENV_NAMES["topic_dead_letter"])

@@ -69,8 +69,7 @@ def demo(timeout: float) -> None:
     bootstrap.ensure_local_kafka(config)
     bootstrap.prepare(config)
     console.print(
-        f"[bold]Kafka[/] {config.kafka_bootstrap_servers}  "
-        f"[bold]store[/] {config.database_url.split('@')[-1]}"
+        f"[bold]Kafka[/] {config.kafka_bootstrap_servers}  [bold]store[/] {config.store_location}"
     )
 
     sender = kafka.producer(config)

@@ -15,7 +15,7 @@ def init(as_json: bool) -> None:
     config = bootstrap.settings()
     bootstrap.prepare(config)
     prepared = {
-        "store": config.database_url.split("@")[-1],
+        "store": config.store_location,
         "topics": [config.topic_inbound, config.topic_dead_letter],
     }
     if as_json:

@@ -1,0 +1,55 @@
+"""Settings: defaults, secrets kept out of repr, and bad values naming their variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.settings import ConfigError, load
+
+
+def test_defaults_are_the_embedded_ones(tmp_path: Path) -> None:
+    settings = load({"OPTOUT_STATE_DIR": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'optout.sqlite'}"
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
+    assert settings.topic_dead_letter == "optout.changes.v1.dead-letter"
+
+
+def test_credentials_never_show_in_repr_or_output_urls() -> None:
+    settings = load(
+        {
+            "OPTOUT_DATABASE_URL": "postgresql://optout:s3cret@db:5432/optout",
+            "SALESFORCE_USERNAME": "ops@example.com",
+            "SALESFORCE_PASSWORD": "hunter2",
+            "SALESFORCE_SECURITY_TOKEN": "TOKEN123",
+        }
+    )
+    shown = repr(settings)
+    assert "s3cret" not in shown and "hunter2" not in shown and "TOKEN123" not in shown
+    assert settings.store_location == "postgresql://db:5432/optout"
+    assert str(settings.salesforce_password) == "hunter2"  # still usable by the client
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-a-file\n")
+    settings = load({"SALESFORCE_USERNAME": "u", "SALESFORCE_PASSWORD_FILE": str(secret)})
+    assert str(settings.salesforce_password) == "from-a-file"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OPTOUT_KAFKA_PORT": "0"}, "OPTOUT_KAFKA_PORT"),
+        ({"OPTOUT_POSTGRES_PORT": "http"}, "OPTOUT_POSTGRES_PORT"),
+        ({"OPTOUT_DATABASE_URL": "mysql://db/x"}, "OPTOUT_DATABASE_URL"),
+        ({"OPTOUT_DATABASE_URL": "sqlite://relative.db"}, "OPTOUT_DATABASE_URL"),
+        ({"SALESFORCE_USERNAME": "u"}, "SALESFORCE_PASSWORD"),
+        ({"SALESFORCE_PASSWORD_FILE": "/no/such/file"}, "SALESFORCE_PASSWORD_FILE"),
+        ({"SALESFORCE_CA_BUNDLE": "/no/such/ca.pem"}, "SALESFORCE_CA_BUNDLE"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_its_name(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load(env)
