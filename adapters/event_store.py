@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+import msgspec
+from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg.sql import SQL, Identifier
@@ -29,13 +31,40 @@ WRITER_CACHE = {
 }
 
 
+class FastJSONTranscoder(JSONTranscoder):
+    """eventsourcing's JSON format, byte for byte, encoded by msgspec (several times faster).
+
+    Registered types (UUID, datetime, ...) are tagged as JSONTranscoder tags them; an event state
+    with nested containers falls back to JSONTranscoder so nothing is ever tagged differently.
+    """
+
+    _encoder = msgspec.json.Encoder()
+
+    def encode(self, obj: Any) -> bytes:
+        if not isinstance(obj, dict) or any(isinstance(v, _NESTED) for v in obj.values()):
+            return super().encode(obj)
+        tagged = {}
+        for name, value in obj.items():
+            transcoding = self.types.get(type(value))
+            tagged[name] = (
+                value
+                if transcoding is None
+                else {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
+            )
+        return self._encoder.encode(tagged)
+
+
+_NESTED = (dict, list, tuple, set, frozenset)
 _SQLITE_MAX_PARAMETERS = 900  # below SQLite's historical limit of 999 bound parameters
 
 
 def environment(database_url: str, *, create_table: bool = False) -> dict[str, str]:
     """The eventsourcing environment for a `sqlite:///path` or `postgresql://` URL."""
     url = urlsplit(database_url)
-    env = {"CREATE_TABLE": "y" if create_table else "n"}
+    env = {
+        "CREATE_TABLE": "y" if create_table else "n",
+        "TRANSCODER_TOPIC": f"{__name__}:{FastJSONTranscoder.__name__}",
+    }
     if url.scheme == "sqlite":
         path = unquote(database_url[len("sqlite:///") :])
         if not path:
