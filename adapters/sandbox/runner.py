@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import tempfile
 import threading
@@ -23,6 +24,25 @@ from adapters.sandbox.org import Call, SandboxOrg
 from adapters.sandbox.server import build_app
 from adapters.sandbox.store import Record, RecordStore
 from adapters.sandbox.tls import TlsFiles, make_tls
+
+
+class _QuietIdleShutdown(logging.Filter):
+    """Drops uvicorn's "Cancel 0 running task(s), timeout graceful shutdown exceeded".
+
+    At shutdown uvicorn closes each idle keep-alive connection with a TLS close_notify and waits for
+    the peer's; idle clients never answer, so the graceful timeout always lapses and uvicorn logs
+    that ERROR although no request was cut short. Only the zero-task case is dropped: when requests
+    really are cancelled (a count above 0) the error still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Cancel %s running task(s), timeout graceful shutdown exceeded"
+            and record.args == (0,)
+        )
+
+
+_QUIET_IDLE_SHUTDOWN = _QuietIdleShutdown()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -62,6 +82,8 @@ class Sandbox:
                 backlog=2048,
             )
         )
+        # After uvicorn.Config, which (re)configures uvicorn's loggers; addFilter skips duplicates.
+        logging.getLogger("uvicorn.error").addFilter(_QUIET_IDLE_SHUTDOWN)
         self._thread: threading.Thread | None = None
 
     # --- what a client needs ------------------------------------------------------------

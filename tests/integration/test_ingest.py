@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import pytest
+from kafka import TopicPartition
 
 from adapters import dead_letter
 from adapters.inbound import PersonRef
@@ -89,3 +91,25 @@ def test_dead_letters_can_be_redriven_to_the_inbound_topic(config: Settings) -> 
     second = run_until_caught_up(config)
     assert second.stats.dead_lettered == 1  # still bad, so it is back with its reason
     assert len(list(dead_letter.read(config))) == 2
+
+
+def test_a_worker_with_a_stale_view_of_its_partitions_writes_nothing_twice(
+    config: Settings,
+) -> None:
+    changes = [good_change(person=PersonRef(person_id=f"p-{i % 7}")) for i in range(40)]
+    produce(config, keyed(changes))
+    first = run_until_caught_up(config)
+    assert first.stats.recorded == 40
+
+    # A zombie: a member of another group that still believes nothing of these partitions is
+    # stored, as a worker would after losing its partitions unnoticed during a long pause.
+    zombie_config = msgspec.structs.replace(config, consumer_group=f"{config.consumer_group}-z")
+    store = bootstrap.open_store(zombie_config, writer=True)
+    zombie = Ingest(zombie_config, store)
+    zombie.positions = {TopicPartition(config.topic_inbound, p): -1 for p in range(4)}
+    done = caught_up(zombie_config, store)
+    zombie.run(until=lambda _stats: done(), idle_exit_s=60)
+
+    assert zombie.stats.retries >= 1, "the store's position fence refused the stale write"
+    assert zombie.stats.recorded == 0
+    assert sorted(map(str, stored_event_ids(config))) == sorted(str(c.event_id) for c in changes)
