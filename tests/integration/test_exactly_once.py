@@ -32,12 +32,22 @@ MESSAGES = 20_000
 PERSONS = 5_000  # four changes each, so persons are loaded and extended, not only created
 
 
-class Stream(threading.Thread):
-    """Produces the 20,000 changes in paced chunks, so that they arrive while workers die."""
+KILLS = 25  # at least 20 are required; the stream is spread over this many
 
-    def __init__(self, config: Settings, chunks: int = 100, pause_s: float = 0.2) -> None:
+
+class Stream(threading.Thread):
+    """Produces the 20,000 changes in chunks, each released by `gate(chunk index)`, so that
+    they arrive while workers die (or, without a gate, at a steady pace)."""
+
+    def __init__(
+        self,
+        config: Settings,
+        chunks: int = 100,
+        pause_s: float = 0.2,
+        gate: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__(daemon=True)
-        self.config, self.chunks, self.pause_s = config, chunks, pause_s
+        self.config, self.chunks, self.pause_s, self.gate = config, chunks, pause_s, gate
         sources = ["sales", "marketing", "salesforce"]
         self.changes = [
             good_change(
@@ -48,12 +58,15 @@ class Stream(threading.Thread):
             for i in range(MESSAGES)
         ]
         self.error: BaseException | None = None
+        self.produced = 0  # acknowledged by the broker so far
 
     def run(self) -> None:
         try:
             size = len(self.changes) // self.chunks
-            for start in range(0, len(self.changes), size):
-                produce(self.config, keyed(self.changes[start : start + size]))
+            for index, start in enumerate(range(0, len(self.changes), size)):
+                if self.gate is not None:
+                    self.gate(index)
+                self.produced += produce(self.config, keyed(self.changes[start : start + size]))
                 time.sleep(self.pause_s)  # pacing the load, not waiting for a condition
         except BaseException as error:  # surfaced by the test thread
             self.error = error
@@ -86,40 +99,52 @@ def assert_each_change_stored_exactly_once(config: Settings, stream: Stream) -> 
 def progressed(
     config: Settings, before: int, worker: subprocess.Popen[bytes], stream: Stream
 ) -> Callable[[], bool]:
-    """This incarnation has stored something, or there is nothing left to store, or it died."""
+    """This incarnation has stored something, or has nothing to store yet, or died."""
 
     def check() -> bool:
         stored = total_stored(config)
-        finished = not stream.is_alive() and stored >= MESSAGES
-        return stored > before or finished or worker.poll() is not None
+        return stored > before or stored >= stream.produced or worker.poll() is not None
 
     return check
 
 
 def test_sigkill_at_random_instants_loses_and_duplicates_nothing(config: Settings) -> None:
     rng = random.Random(20_000)
-    stream = Stream(config)
+    killed = [0]
+
+    def after_enough_kills(chunk: int) -> None:
+        # Spread the stream over KILLS kills, whatever the machine's speed.
+        wanted = chunk * KILLS // 100
+        wait_for(lambda: killed[0] >= wanted, 300, f"{wanted} kills before chunk {chunk}")
+
+    stream = Stream(config, chunks=100, gate=after_enough_kills)
     stream.start()
-    kills = kills_while_streaming = 0
+    kills = kills_while_streaming = kills_after_writing = 0
     # Static membership lets a restarted worker take its partitions back at once.
     while kills < 20 or stream.is_alive():
         before = total_stored(config)
         worker = start_ingest(config, OPTOUT_GROUP_INSTANCE_ID="killed-worker")
-        # Kill only once this incarnation has written something (or the stream is over and
-        # there is nothing left to write), at a random instant after that.
+        # Kill once this incarnation has written something (or has nothing to write yet), at a
+        # random instant after that.
         wait_for(progressed(config, before, worker, stream), 120, "the worker to store something")
         assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
         time.sleep(rng.uniform(0, 0.4))  # the random instant of the kill
         streaming = stream.is_alive()
+        wrote = total_stored(config) > before
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
         kills += 1
+        killed[0] = kills
         kills_while_streaming += streaming
+        kills_after_writing += wrote
         if kills > 200:
             break
     assert stream.error is None, stream.error
-    print(f"{kills} SIGKILLs, {kills_while_streaming} of them while the stream was flowing")
-    assert kills_while_streaming >= 20
+    print(
+        f"{kills} SIGKILLs: {kills_while_streaming} while the stream was flowing, "
+        f"{kills_after_writing} after the worker had stored changes"
+    )
+    assert kills_while_streaming >= 20 and kills_after_writing >= 20
     survivor = start_ingest(config, OPTOUT_GROUP_INSTANCE_ID="killed-worker")
     try:
         assert_each_change_stored_exactly_once(config, stream)
