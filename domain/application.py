@@ -143,12 +143,12 @@ class OptOutLog(EventSourcedProjection[UUID]):
                 assert isinstance(person, Person)
                 batch.persons[person_id] = person
             else:
-                batch.persons[person_id] = Person(key)
+                batch.persons[person_id] = Person.register(key)
 
     def _person_for(self, batch: ChangeBatch, key: str) -> Person:
         person_id = aggregate_id(key)
         if person_id not in batch.persons:
-            batch.persons[person_id] = self.person(key) or Person(key)
+            batch.persons[person_id] = self.person(key) or Person.register(key)
         return batch.persons[person_id]
 
 

@@ -107,3 +107,11 @@ def test_a_person_is_their_person_id_else_their_hashed_email_never_the_clear_ema
     assert aggregate_id(key) == aggregate_id(person_key(None, "ada@example.com"))
     with pytest.raises(ValueError):
         person_key(None, None)
+
+
+def test_register_makes_the_same_person_as_the_constructor() -> None:
+    registered, constructed = Person.register("person:p1"), Person("person:p1")
+    assert registered.id == constructed.id == aggregate_id("person:p1")
+    assert vars(registered).keys() == vars(constructed).keys()
+    [event] = registered.collect_events()
+    assert isinstance(event, Person.Registered) and event.key == "person:p1"
