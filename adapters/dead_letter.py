@@ -3,13 +3,14 @@ it came from, so that nothing is lost and it can be re-driven once the cause is 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from adapters import kafka
 from adapters.settings import Settings
@@ -21,7 +22,21 @@ ORIGIN_PARTITION = "x-origin-partition"
 ORIGIN_OFFSET = "x-origin-offset"
 DEAD_LETTERED_AT = "x-dead-lettered-at"
 REDRIVEN_FROM = "x-redriven-from"
-OUR_HEADERS = {REASON, CODE, ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, DEAD_LETTERED_AT}
+ORIGINAL_SIZE = "x-original-size"
+ORIGINAL_SHA256 = "x-original-sha256"
+OUR_HEADERS = {
+    REASON,
+    CODE,
+    ORIGIN_TOPIC,
+    ORIGIN_PARTITION,
+    ORIGIN_OFFSET,
+    DEAD_LETTERED_AT,
+    ORIGINAL_SIZE,
+    ORIGINAL_SHA256,
+}
+# Values above this are kept as their first bytes plus size and hash (the original stays in the
+# inbound topic at its origin offset): a dead letter must never be too big to send.
+MAX_KEPT_VALUE_BYTES = 4 * 1024 * 1024
 
 Headers = list[tuple[str, bytes]]
 
@@ -38,8 +53,41 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     dead_lettered_at: str
     size: int | None  # bytes of the original value; None for a null value
     key: bytes | None
-    value: bytes | None
+    value: bytes | None  # the original bytes, or their first MAX_KEPT_VALUE_BYTES if truncated
     headers: Headers  # the original headers, without ours
+    truncated: bool = False
+
+
+class DeadLetterSender:
+    """Sends rejected messages to the dead-letter topic and makes sure each one arrived."""
+
+    def __init__(self, settings: Settings, producer: KafkaProducer) -> None:
+        self.topic = settings.topic_dead_letter
+        self.producer = producer
+        self.pending: list[Any] = []
+
+    def send(self, record: Any, code: str, reason: str) -> None:
+        value: bytes | None = record.value
+        extra: Headers = []
+        if value is not None and len(value) > MAX_KEPT_VALUE_BYTES:
+            extra = [
+                (ORIGINAL_SIZE, str(len(value)).encode()),
+                (ORIGINAL_SHA256, hashlib.sha256(value).hexdigest().encode()),
+            ]
+            value = value[:MAX_KEPT_VALUE_BYTES]
+        headers = headers_for(
+            code, reason, record.topic, record.partition, record.offset, record.headers or []
+        )
+        self.pending.append(
+            self.producer.send(self.topic, key=record.key, value=value, headers=headers + extra)
+        )
+
+    def confirm(self, timeout_s: float = 30.0) -> None:
+        """Waits until every dead letter sent so far is stored; raises if any was not."""
+        self.producer.flush(timeout=timeout_s)
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.get(timeout=timeout_s)  # raises the broker's error for a failed send
 
 
 def headers_for(
@@ -72,10 +120,15 @@ def _parse(record: Any) -> DeadLetter:
         origin_partition=int(ours.get(ORIGIN_PARTITION, "-1")),
         origin_offset=int(ours.get(ORIGIN_OFFSET, "-1")),
         dead_lettered_at=ours.get(DEAD_LETTERED_AT, ""),
-        size=None if record.value is None else len(record.value),
+        size=int(ours[ORIGINAL_SIZE])
+        if ORIGINAL_SIZE in ours
+        else None
+        if record.value is None
+        else len(record.value),
         key=record.key,
         value=record.value,
         headers=[(name, bytes(value)) for name, value in record.headers if name not in OUR_HEADERS],
+        truncated=ORIGINAL_SIZE in ours,
     )
 
 
@@ -115,6 +168,12 @@ def read(settings: Settings, timeout_s: float = 10.0) -> Iterator[DeadLetter]:
 
 def redrive(settings: Settings, letters: Sequence[DeadLetter]) -> int:
     """Re-sends dead letters to the inbound topic with their original key, value and headers."""
+    truncated = [letter.id for letter in letters if letter.truncated]
+    if truncated:
+        raise ValueError(
+            f"dead letters {', '.join(truncated)} hold only the first bytes of their value; "
+            "re-send those from their origin offset instead"
+        )
     sender = kafka.producer(settings)
     try:
         for letter in letters:

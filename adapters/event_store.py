@@ -41,20 +41,22 @@ class FastJSONTranscoder(JSONTranscoder):
     _encoder = msgspec.json.Encoder()
 
     def encode(self, obj: Any) -> bytes:
-        if not isinstance(obj, dict) or any(isinstance(v, _NESTED) for v in obj.values()):
+        if not isinstance(obj, dict):
             return super().encode(obj)
         tagged = {}
         for name, value in obj.items():
+            if type(value) in _PLAIN:
+                tagged[name] = value
+                continue
             transcoding = self.types.get(type(value))
-            tagged[name] = (
-                value
-                if transcoding is None
-                else {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
-            )
+            if transcoding is None:  # nested, or a type JSONTranscoder refuses: let it decide
+                return super().encode(obj)
+            tagged[name] = {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
         return self._encoder.encode(tagged)
 
 
-_NESTED = (dict, list, tuple, set, frozenset)
+# Exactly these encode alike in both (floats do not: msgspec writes NaN as null).
+_PLAIN = (str, int, bool, type(None))
 _SQLITE_MAX_PARAMETERS = 900  # below SQLite's historical limit of 999 bound parameters
 
 

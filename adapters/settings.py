@@ -122,7 +122,15 @@ def _database_url(env: Mapping[str, str], state_dir: Path) -> str:
     raw = read_setting(env, name)
     if raw is None:
         return f"sqlite:///{state_dir / 'optout.sqlite'}"
-    scheme = urlsplit(raw).scheme
+    try:
+        url = urlsplit(raw)
+        url.port  # noqa: B018 -- parsing the port is what fails on an unescaped password
+    except ValueError:
+        # Never echo the URL: it may hold a password.
+        raise ConfigError(
+            f"{name}: not a valid URL (percent-encode special characters in the password)"
+        ) from None
+    scheme = url.scheme
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError(
             f"{name}: expected sqlite:///path or postgresql://user@host:port/db, "

@@ -57,5 +57,8 @@ def redrive(ids: tuple[str, ...], everything: bool, code: str | None, as_json: b
     unknown = set(ids) - {letter.id for letter in letters}
     if unknown:
         raise click.ClickException(f"no dead letter with id {', '.join(sorted(unknown))}")
-    sent = dead_letter.redrive(config, chosen)
+    try:
+        sent = dead_letter.redrive(config, chosen)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(msgspec.json.encode({"redriven": sent}).decode() if as_json else f"re-drove {sent}")

@@ -28,6 +28,7 @@ from domain.identity import person_key
 from domain.person import Provenance
 
 log = logging.getLogger(__name__)
+_WRITE_ATTEMPTS = 10
 
 
 def to_change(message: ChangeV1) -> Change:
@@ -62,23 +63,24 @@ class IngestStats:
     positions: dict[str, int] = field(default_factory=dict)
 
 
-class _Revocations(ConsumerRebalanceListener):
+class _Rebalances(ConsumerRebalanceListener):
     """Runs on kafka-python's IO thread, so it only notes what changed; the loop acts on it."""
 
     def __init__(self) -> None:
-        self.revoked: set[TopicPartition] = set()
+        self.changed: set[TopicPartition] = set()
         self.lock = threading.Lock()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         with self.lock:
-            self.revoked.update(revoked)
+            self.changed.update(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        with self.lock:
+            self.changed.update(assigned)
 
     def take(self) -> set[TopicPartition]:
         with self.lock:
-            taken, self.revoked = self.revoked, set()
+            taken, self.changed = self.changed, set()
         return taken
 
 
@@ -95,11 +97,17 @@ class Ingest:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.listener = _Revocations()
+        self.listener = _Rebalances()
         self.consumer = consumer or kafka.consumer(settings)
         self.consumer.subscribe([settings.topic_inbound], listener=self.listener)
-        self.producer = producer or kafka.producer(settings)
+        # Dead letters may carry values up to the topic's limit: compress them on the way out.
+        self.producer = producer or kafka.producer(settings, compression_type="gzip")
+        self.dead_letters = dead_letter.DeadLetterSender(settings, self.producer)
         self.positions: dict[TopicPartition, int] = {}  # last stored offset per owned partition
+        # Partitions (re)assigned since their last check against the store's position.
+        self.unchecked: set[TopicPartition] = set()
+        # Offsets dead-lettered by a slice that is not stored yet (so a retry sends none twice).
+        self.sent_to_dead_letter: dict[TopicPartition, set[int]] = {}
         self.stats = IngestStats()
         self.stopping = threading.Event()
 
@@ -113,9 +121,8 @@ class Ingest:
         last_activity = time.monotonic()
         try:
             while not self.stopping.is_set():
-                for tp in self.listener.take():
-                    self.positions.pop(tp, None)
                 polled = self.consumer.poll(timeout_ms=200)
+                self._check_assignment(polled)
                 if polled:
                     last_activity = time.monotonic()
                     for tp, records in polled.items():
@@ -132,9 +139,10 @@ class Ingest:
         self.stopping.set()
 
     def close(self) -> None:
-        self.producer.flush(timeout=10)
-        self.producer.close(timeout=10)
-        self.consumer.close(autocommit=False)
+        try:
+            self.producer.close(timeout=10)  # flushes first
+        finally:
+            self.consumer.close(autocommit=False)
 
     def _stored_position(self, tp: TopicPartition) -> int:
         if tp not in self.positions:
@@ -142,8 +150,39 @@ class Ingest:
             self.positions[tp] = -1 if stored is None else stored
         return self.positions[tp]
 
+    def _check_assignment(self, polled: dict[TopicPartition, Any]) -> None:
+        """After a rebalance (it happens inside poll): forget what may have changed, and make each
+        newly assigned partition resume where the store ends."""
+        for tp in self.listener.take():
+            self.positions.pop(tp, None)
+            self.unchecked.add(tp)
+        assigned = self.consumer.assignment()
+        self.unchecked &= assigned
+        for tp in list(self.unchecked):
+            records = polled.get(tp)
+            next_offset = records[0].offset if records else self.consumer.position(tp)
+            if self._resume_from_store(tp, next_offset):
+                polled.pop(tp, None)  # they come again, after the earlier ones
+
+    def _resume_from_store(self, tp: TopicPartition, first_offset: int) -> bool:
+        """On a newly assigned partition, go back to the store's position if Kafka's committed
+        offset is ahead of it (a restored or replaced store): the store is the truth."""
+        self.unchecked.discard(tp)
+        stored = self._stored_position(tp)
+        if first_offset <= stored + 1:
+            return False
+        log.warning(
+            "%s: the store ends at offset %d but Kafka resumed at %d; re-reading from %d",
+            _tracking_name(tp),
+            stored,
+            first_offset,
+            stored + 1,
+        )
+        self.consumer.seek(tp, stored + 1)
+        return True
+
     def _ingest_partition(self, tp: TopicPartition, records: Sequence[Any]) -> None:
-        for attempt in range(5):
+        for attempt in range(_WRITE_ATTEMPTS):
             stored = self._stored_position(tp)
             fresh = [r for r in records if r.offset > stored]
             self.stats.redelivered += len(records) - len(fresh)
@@ -161,7 +200,8 @@ class Ingest:
                 self.positions.pop(tp, None)
                 self.store.forget_cached_persons()
                 log.info("store refused a write to %s; retrying (attempt %d)", tp, attempt + 1)
-        raise RuntimeError(f"could not store {tp} after 5 attempts")
+                self.stopping.wait(min(2.0, 0.05 * 2**attempt))  # back off, unless stopping
+        raise RuntimeError(f"could not store {_tracking_name(tp)} in {_WRITE_ATTEMPTS} attempts")
 
     def _store(self, tp: TopicPartition, records: Sequence[Any]) -> None:
         changes: list[Change] = []
@@ -170,17 +210,17 @@ class Ingest:
             try:
                 change = to_change(decode(record.value))
             except ContractError as error:
-                self._dead_letter(record, error.code, error.reason)
+                self._dead_letter(tp, record, error.code, error.reason)
                 rejected += 1
                 continue
             refusal = problem(change)
             if refusal is not None:
-                self._dead_letter(record, "refused_by_domain", refusal)
+                self._dead_letter(tp, record, "refused_by_domain", refusal)
                 rejected += 1
                 continue
             changes.append(change)
         if rejected:
-            self.producer.flush(timeout=30)  # dead letters are durable before we move past them
+            self.dead_letters.confirm()  # durable before the position moves past them
         last = records[-1].offset
         try:
             batch = self.store.record(changes, Tracking(_tracking_name(tp), last))
@@ -188,6 +228,7 @@ class Ingest:
             self.store.forget_cached_persons()
             raise
         self.positions[tp] = last
+        self.sent_to_dead_letter.pop(tp, None)
         self.stats.polled += len(records)
         self.stats.recorded += batch.recorded
         self.stats.duplicates += batch.duplicates
@@ -203,13 +244,12 @@ class Ingest:
             last,
         )
 
-    def _dead_letter(self, record: Any, code: str, reason: str) -> None:
-        headers = dead_letter.headers_for(
-            code, reason, record.topic, record.partition, record.offset, record.headers or []
-        )
-        self.producer.send(
-            self.settings.topic_dead_letter, key=record.key, value=record.value, headers=headers
-        )
+    def _dead_letter(self, tp: TopicPartition, record: Any, code: str, reason: str) -> None:
+        sent = self.sent_to_dead_letter.setdefault(tp, set())
+        if record.offset in sent:
+            return  # already confirmed by an earlier attempt at this slice
+        self.dead_letters.send(record, code, reason)
+        sent.add(record.offset)
         log.warning(
             "dead-lettered %s:%d@%d: %s", record.topic, record.partition, record.offset, code
         )

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.application import (
     AggregateNotFoundError,
+    Cache,
     LRUCache,
     ProcessingEvent,
     project_aggregate,
@@ -97,6 +98,8 @@ class OptOutLog(EventSourcedProjection[UUID]):
 
     def all_changes(self, page: int = 1000) -> Iterator[Person.Changed]:
         """Every recorded change of every person, in the order they were stored."""
+        if page < 1:
+            raise ValueError("page must be at least 1")
         start: int | None = None
         while True:
             notifications = self.recorder.select_notifications(
@@ -115,6 +118,8 @@ class OptOutLog(EventSourcedProjection[UUID]):
         cache = self.repository.cache
         if isinstance(cache, LRUCache):
             self.repository.cache = LRUCache(maxsize=cache.maxsize)
+        elif cache is not None:
+            self.repository.cache = Cache()
 
     def position(self, source: str) -> int | None:
         """The last recorded position (e.g. Kafka offset) of a source like `topic:partition`."""

@@ -4,6 +4,9 @@ Rules kept here:
 - every accepted change is stored exactly once: a change whose inbound event id was seen is ignored;
 - unsubscribe wins: a repeated unsubscribe is kept for the audit but does not flip state;
 - removing an unsubscribe is deliberate and audited (actor and reason) and is never synced;
+- state follows when changes happened, not when they arrived: an unsubscribe that occurred
+  before a removal, or a removal that occurred before the unsubscribe it would undo, is kept
+  for the audit only (changes of one person can reach us through different partitions);
 - a person without a Salesforce id is "pending link" until one arrives.
 """
 
@@ -59,6 +62,8 @@ class Person(Aggregate):
                 person.email = self.email
             if self.salesforce_id:
                 person.salesforce_id = self.salesforce_id
+            if person.removed_at is not None and self.occurred_at <= person.removed_at:
+                return  # it happened before the removal that is now in force
             if not person.opted_out:  # unsubscribe wins: the first stands, repeats are audit only
                 person.opted_out = True
                 person.opted_out_at = self.occurred_at
@@ -67,9 +72,12 @@ class Person(Aggregate):
     class UnsubscribeRemoved(Changed):
         def apply(self, person: Person) -> None:
             person.seen_event_ids.add(self.event_id)
+            if person.opted_out_at is not None and self.occurred_at < person.opted_out_at:
+                return  # it happened before the unsubscribe now in force, which stands
             person.opted_out = False
             person.opted_out_at = None
             person.opted_out_source = None
+            person.removed_at = max(person.removed_at or self.occurred_at, self.occurred_at)
 
     class SalesforceLinked(Changed):
         salesforce_id: str
@@ -94,6 +102,7 @@ class Person(Aggregate):
         self.opted_out = False
         self.opted_out_at: datetime | None = None
         self.opted_out_source: str | None = None
+        self.removed_at: datetime | None = None
         self.email: str | None = None
         self.salesforce_id: str | None = None
         self.seen_event_ids: set[UUID] = set()

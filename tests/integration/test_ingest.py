@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import msgspec
 import pytest
-from kafka import TopicPartition
 
-from adapters import dead_letter
+from adapters import dead_letter, kafka
 from adapters.inbound import PersonRef
-from adapters.settings import Settings
+from adapters.settings import Secret, Settings
 from consumers import bootstrap
 from consumers.ingest import Ingest
 from tests.bad_messages import BAD_MESSAGES
@@ -33,7 +33,7 @@ def run_until_caught_up(config: Settings, *, group: str | None = None) -> Ingest
     store = bootstrap.open_store(config, writer=True)
     worker = Ingest(config, store)
     done = caught_up(config, store)
-    worker.run(until=lambda _stats: done(), idle_exit_s=60)
+    worker.run(until=lambda _stats: done(), idle_exit_s=20)
     assert done(), "the ingest went idle before storing every offset"
     return worker
 
@@ -101,15 +101,60 @@ def test_a_worker_with_a_stale_view_of_its_partitions_writes_nothing_twice(
     first = run_until_caught_up(config)
     assert first.stats.recorded == 40
 
-    # A zombie: a member of another group that still believes nothing of these partitions is
-    # stored, as a worker would after losing its partitions unnoticed during a long pause.
+    # A zombie: a member of another group whose reads of the stored positions are stale, as a
+    # worker's are after losing its partitions unnoticed during a long pause. Its writes still
+    # go to the real store, which must refuse them.
     zombie_config = msgspec.structs.replace(config, consumer_group=f"{config.consumer_group}-z")
     store = bootstrap.open_store(zombie_config, writer=True)
+    true_position, stale = store.position, {f"{config.topic_inbound}:{p}" for p in range(4)}
+
+    def stale_first_read(name: str) -> int | None:
+        if name in stale:
+            stale.discard(name)  # its first read of each partition is stale
+            return None
+        return true_position(name)
+
+    store.position = stale_first_read  # type: ignore[method-assign]
     zombie = Ingest(zombie_config, store)
-    zombie.positions = {TopicPartition(config.topic_inbound, p): -1 for p in range(4)}
-    done = caught_up(zombie_config, store)
-    zombie.run(until=lambda _stats: done(), idle_exit_s=60)
+    done = caught_up(zombie_config, reader(zombie_config))
+    zombie.run(until=lambda _stats: done(), idle_exit_s=20)
 
     assert zombie.stats.retries >= 1, "the store's position fence refused the stale write"
     assert zombie.stats.recorded == 0
     assert sorted(map(str, stored_event_ids(config))) == sorted(str(c.event_id) for c in changes)
+
+
+def test_a_replaced_store_is_filled_again_from_kafka_whatever_offsets_the_group_committed(
+    config: Settings, tmp_path: Path
+) -> None:
+    changes = [good_change(person=PersonRef(person_id=f"p-{i}")) for i in range(30)]
+    produce(config, keyed(changes))
+    run_until_caught_up(config)  # the group has now committed the end of every partition
+
+    # The store is replaced (restored from an old backup, say): empty, same consumer group.
+    replaced = msgspec.structs.replace(
+        config, database_url=Secret(f"sqlite:///{tmp_path / 'restored.sqlite'}")
+    )
+    bootstrap.prepare(replaced)
+    again = run_until_caught_up(replaced)
+    assert again.stats.recorded == 30
+    assert sorted(map(str, stored_event_ids(replaced))) == sorted(str(c.event_id) for c in changes)
+
+
+def test_a_value_too_big_to_dead_letter_whole_keeps_its_head_size_and_hash(
+    config: Settings,
+) -> None:
+    huge = b'{"x":"' + b"a" * (9 * 1024 * 1024) + b'"}'  # over the 8 MiB topic limit raw
+    # Compressed, the topic accepts it; the producer checks the uncompressed size first.
+    sender = kafka.producer(config, compression_type="gzip", max_request_size=16 * 1024 * 1024)
+    sender.send(config.topic_inbound, key=b"huge", value=huge).get(timeout=60)
+    sender.close()
+    produce(config, keyed([good_change()]))
+    worker = run_until_caught_up(config)
+
+    assert (worker.stats.recorded, worker.stats.dead_lettered) == (1, 1)
+    [letter] = list(dead_letter.read(config))
+    assert letter.code == "oversized" and letter.truncated and letter.size == len(huge)
+    assert letter.value == huge[: dead_letter.MAX_KEPT_VALUE_BYTES]
+    with pytest.raises(ValueError, match="first bytes"):
+        dead_letter.redrive(config, [letter])

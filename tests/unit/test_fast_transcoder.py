@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder
 from hypothesis import given
@@ -43,5 +44,11 @@ def test_event_states_encode_byte_for_byte_like_the_reference(
 
 def test_nested_values_fall_back_to_the_reference_encoder() -> None:
     fast, reference = transcoders()
-    state = {"ids": [uuid.uuid4()], "at": {"when": datetime.now(UTC)}}
+    state = {"ids": [uuid.uuid4()], "at": {"when": datetime.now(UTC)}, "ratio": float("nan")}
     assert fast.encode(state) == reference.encode(state)
+
+
+def test_types_the_reference_refuses_are_refused_too() -> None:
+    fast, _ = transcoders()
+    with pytest.raises(TypeError):
+        fast.encode({"raw": b"bytes"})

@@ -115,3 +115,23 @@ def test_register_makes_the_same_person_as_the_constructor() -> None:
     assert vars(registered).keys() == vars(constructed).keys()
     [event] = registered.collect_events()
     assert isinstance(event, Person.Registered) and event.key == "person:p1"
+
+
+def test_state_follows_when_changes_happened_not_when_they_arrived() -> None:
+    def removal(at: datetime) -> Provenance:
+        return how(kind="user", actor_id="admin-1", reason="asked back in", at=at)
+
+    person = Person("person:p1")
+    person.unsubscribe(how(at=T0))
+    person.remove_unsubscribe(removal(T0 + timedelta(hours=2)))
+    # An unsubscribe from before the removal arrives late, through another partition.
+    assert person.unsubscribe(how("marketing", at=T0 + timedelta(hours=1)))
+    assert not person.opted_out, "the removal happened after it, so it stands"
+    # A new unsubscribe after the removal opts the person out again.
+    person.unsubscribe(how("marketing", at=T0 + timedelta(hours=3)))
+    assert person.opted_out and person.opted_out_at == T0 + timedelta(hours=3)
+    # A removal from before that unsubscribe arrives late: the unsubscribe stands.
+    person.remove_unsubscribe(removal(T0 + timedelta(hours=2, minutes=30)))
+    assert person.opted_out
+    changes = [e for e in person.collect_events() if isinstance(e, Person.Changed)]
+    assert len(changes) == 5, "every change is kept for the audit"

@@ -38,6 +38,12 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
     assert str(settings.salesforce_password) == "from-a-file"
 
 
+def test_a_malformed_database_url_is_refused_without_echoing_its_password() -> None:
+    with pytest.raises(ConfigError, match="OPTOUT_DATABASE_URL") as refused:
+        load({"OPTOUT_DATABASE_URL": "postgresql://app:s3cr#et@db:5432/optout"})
+    assert "s3cr" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
