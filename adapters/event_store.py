@@ -7,6 +7,7 @@ SQLite is the embedded default; PostgreSQL is the production store. Tables are c
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,17 @@ class FastJSONTranscoder(JSONTranscoder):
             return super().encode(obj)
         tagged = {}
         for name, value in obj.items():
-            if type(value) in _PLAIN:
+            kind = type(value)
+            if kind in _PLAIN:
                 tagged[name] = value
-                continue
-            transcoding = self.types.get(type(value))
-            if transcoding is None:  # nested, or a type JSONTranscoder refuses: let it decide
+            elif kind is UUID:  # the two tagged types every event has, without the lookup
+                tagged[name] = {"_type_": "uuid_hex", "_data_": value.hex}
+            elif kind is datetime:
+                tagged[name] = {"_type_": "datetime_iso", "_data_": value.isoformat()}
+            elif (transcoding := self.types.get(kind)) is not None:
+                tagged[name] = {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
+            else:  # nested, or a type JSONTranscoder refuses: let it decide
                 return super().encode(obj)
-            tagged[name] = {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
         return self._encoder.encode(tagged)
 
 
