@@ -26,6 +26,7 @@ def admin(settings: Settings) -> KafkaAdminClient:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=CLIENT_ID,
         request_timeout_ms=30_000,
+        bootstrap_timeout_ms=int(settings.kafka_connect_timeout_s * 1000),
     )
 
 

@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # KAFKA_BOOTSTRAP_SERVERS: an existing cluster; unset means the local broker on OPTOUT_KAFKA_PORT.
     kafka_bootstrap_servers: str
     kafka_port: int
+    # OPTOUT_KAFKA_CONNECT_TIMEOUT: seconds to wait for a broker to answer at start-up.
+    kafka_connect_timeout_s: float = 30.0
     # OPTOUT_DATABASE_URL: sqlite:///path (default, embedded) or postgresql://user@host:port/db.
     database_url: Secret  # may hold a password: see `store_location` for display
     postgres_port: int
@@ -79,6 +81,7 @@ ENV_NAMES = {
     "cache_dir": "OPTOUT_CACHE_DIR",
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "kafka_port": "OPTOUT_KAFKA_PORT",
+    "kafka_connect_timeout_s": "OPTOUT_KAFKA_CONNECT_TIMEOUT",
     "database_url": "OPTOUT_DATABASE_URL",
     "postgres_port": "OPTOUT_POSTGRES_PORT",
     "topic_inbound": "OPTOUT_TOPIC_INBOUND",
@@ -115,6 +118,19 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"{name}: expected a TCP port number (1-65535), got {raw!r}")
     return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = read_setting(env, name)
+    if raw is None:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 3600:
+        raise ConfigError(f"{name}: expected a number of seconds (0-3600), got {raw!r}")
+    return seconds
 
 
 def _database_url(env: Mapping[str, str], state_dir: Path) -> str:
@@ -154,6 +170,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         kafka_bootstrap_servers=read_setting(env, ENV_NAMES["kafka_bootstrap_servers"])
         or f"127.0.0.1:{kafka_port}",
         kafka_port=kafka_port,
+        kafka_connect_timeout_s=_seconds(env, ENV_NAMES["kafka_connect_timeout_s"], 30.0),
         database_url=Secret(_database_url(env, state_dir)),
         postgres_port=_port(env, ENV_NAMES["postgres_port"], 15432),
         topic_inbound=topic_inbound,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
+from eventsourcing.persistence import InterfaceError, OperationalError
+from kafka.errors import KafkaError
 
 from adapters import event_store, kafka
 from adapters.settings import ConfigError, Settings, load
@@ -37,12 +41,29 @@ def ensure_local_kafka(config: Settings) -> None:
 
 def prepare(config: Settings) -> None:
     """Creates the event store's tables and the topics, once; workers then start without."""
+    with reachable(config):
+        try:
+            event_store.create_tables(config.database_url)
+        except Exception as error:  # a concurrent creator can race on PostgreSQL's catalog
+            if "already exists" not in str(error) and "duplicate key" not in str(error):
+                raise
+        kafka.ensure_topics(config)
+
+
+@contextmanager
+def reachable(config: Settings) -> Iterator[None]:
+    """Turns "cannot reach Kafka / the store" into a clean exit naming the setting to check."""
     try:
-        event_store.create_tables(config.database_url)
-    except Exception as error:  # a concurrent creator can race on PostgreSQL's catalog
-        if "already exists" not in str(error) and "duplicate key" not in str(error):
-            raise
-    kafka.ensure_topics(config)
+        yield
+    except KafkaError as error:
+        raise click.ClickException(
+            f"KAFKA_BOOTSTRAP_SERVERS: no Kafka broker answers at "
+            f"{config.kafka_bootstrap_servers} ({type(error).__name__})"
+        ) from None
+    except (OperationalError, InterfaceError) as error:
+        raise click.ClickException(
+            f"OPTOUT_DATABASE_URL: cannot open the event store at {config.store_location} ({error})"
+        ) from None
 
 
 def open_store(config: Settings, *, writer: bool = False) -> OptOutLog:

@@ -27,7 +27,8 @@ def ingest(idle_exit: float | None, no_prepare: bool, as_json: bool) -> None:
     config = bootstrap.settings()
     if not no_prepare:
         bootstrap.prepare(config)
-    worker = Ingest(config, bootstrap.open_store(config, writer=True))
+    with bootstrap.reachable(config):
+        worker = Ingest(config, bootstrap.open_store(config, writer=True))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()

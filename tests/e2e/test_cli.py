@@ -93,11 +93,18 @@ def test_an_unknown_person_is_an_error_with_a_non_zero_exit(env: dict[str, str])
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("OPTOUT_DATABASE_URL", "mysql://db/optout"), ("OPTOUT_KAFKA_PORT", "ninety")],
+    [
+        ("OPTOUT_DATABASE_URL", "mysql://db/optout"),
+        ("OPTOUT_KAFKA_PORT", "ninety"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9"),  # nothing listens there
+        ("OPTOUT_DATABASE_URL", "postgresql://nobody:secret@127.0.0.1:9/none"),
+    ],
 )
 def test_a_bad_setting_stops_start_up_and_names_the_setting(
     env: dict[str, str], name: str, value: str
 ) -> None:
-    result = optout_sync("ingest", env={**env, name: value}, timeout=60)
+    quick = {"OPTOUT_KAFKA_CONNECT_TIMEOUT": "3"}  # an unreachable broker fails fast
+    result = optout_sync("ingest", env={**env, **quick, name: value}, timeout=120)
     assert result.returncode != 0
     assert name in result.stderr and "Traceback" not in result.stderr
+    assert "secret" not in result.stderr

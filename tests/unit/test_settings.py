@@ -49,6 +49,7 @@ def test_a_malformed_database_url_is_refused_without_echoing_its_password() -> N
     [
         ({"OPTOUT_KAFKA_PORT": "0"}, "OPTOUT_KAFKA_PORT"),
         ({"OPTOUT_POSTGRES_PORT": "http"}, "OPTOUT_POSTGRES_PORT"),
+        ({"OPTOUT_KAFKA_CONNECT_TIMEOUT": "soon"}, "OPTOUT_KAFKA_CONNECT_TIMEOUT"),
         ({"OPTOUT_DATABASE_URL": "mysql://db/x"}, "OPTOUT_DATABASE_URL"),
         ({"OPTOUT_DATABASE_URL": "sqlite://relative.db"}, "OPTOUT_DATABASE_URL"),
         ({"SALESFORCE_USERNAME": "u"}, "SALESFORCE_PASSWORD"),
