@@ -122,14 +122,6 @@ def _wait_for(what: str, ready: Callable[[], bool]) -> None:
         time.sleep(0.5)
 
 
-def _postgres_answers(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
 def _server_version(url: str) -> str:
     with psycopg.connect(url) as connection:
         row = connection.execute("SHOW server_version").fetchone()
@@ -190,7 +182,7 @@ def _postgres_container() -> Iterator[str]:
     container.start()
     try:
         url = container.get_connection_url()
-        _wait_for(f"PostgreSQL container {POSTGRES_IMAGE}", lambda: _postgres_answers(url))
+        _wait_for(f"PostgreSQL container {POSTGRES_IMAGE}", lambda: local_postgres.answers(url))
         _provided["postgres"] = f"testcontainers {_server_version(url)} at {_redacted(url)}"
         yield url
     finally:
@@ -228,7 +220,7 @@ def postgres_url() -> Iterator[str]:
     """URL of a real PostgreSQL database for tests (shared by the session; see fresh_postgres_url)."""
     given = os.environ.get("OPTOUT_TEST_DATABASE_URL")
     if given:
-        _wait_for("PostgreSQL at OPTOUT_TEST_DATABASE_URL", lambda: _postgres_answers(given))
+        _wait_for("PostgreSQL at OPTOUT_TEST_DATABASE_URL", lambda: local_postgres.answers(given))
         _provided["postgres"] = (
             f"OPTOUT_TEST_DATABASE_URL {_server_version(given)} at {_redacted(given)}"
         )

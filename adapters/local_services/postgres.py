@@ -190,7 +190,8 @@ def url(settings: Settings, database: str = "optout") -> str:
     return f"postgresql://{SUPERUSER}@127.0.0.1:{settings.postgres_port}/{database}"
 
 
-def _connects(address: str) -> bool:
+def answers(address: str) -> bool:
+    """True when a PostgreSQL server at `address` (a URL) accepts a connection."""
     try:
         with psycopg.connect(address, connect_timeout=3):
             return True
@@ -271,7 +272,7 @@ def up(settings: Settings) -> ServiceStatus:
         )
         admin_url = url(settings, "postgres")
         wait_until_ready(
-            lambda: _connects(admin_url),
+            lambda: answers(admin_url),
             child=child,
             paths=service,
             what=f"PostgreSQL on 127.0.0.1:{settings.postgres_port}",
