@@ -71,10 +71,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         host = f"{url.hostname or ''}:{url.port}" if url.port else (url.hostname or "")
         return url._replace(netloc=host).geturl()
 
-    @property
-    def uses_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
-
 
 ENV_NAMES = {
     "state_dir": "OPTOUT_STATE_DIR",

@@ -114,7 +114,7 @@ def ingest_processes(config: Settings, messages: int, processes: int) -> float:
     first = None
     try:
         while True:
-            stored = sum((store.position(name) or -1) + 1 for name in names)
+            stored = sum(position + 1 for position in store.positions(names).values())
             now = time.perf_counter()
             if stored and first is None:
                 first = now

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -68,8 +67,3 @@ def reachable(config: Settings) -> Iterator[None]:
 
 def open_store(config: Settings, *, writer: bool = False) -> OptOutLog:
     return event_store.open_log(config, writer=writer)
-
-
-def fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)

@@ -3,7 +3,7 @@ position it came from, so that a redelivered batch writes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -112,6 +112,11 @@ class OptOutLog(EventSourcedProjection[UUID]):
             if len(notifications) < page:
                 return
             start = notifications[-1].id
+
+    def positions(self, sources: Iterable[str]) -> dict[str, int]:
+        """The last recorded position of each source, -1 where none is recorded yet."""
+        recorded = {source: self.position(source) for source in sources}
+        return {source: -1 if at is None else at for source, at in recorded.items()}
 
     def forget_cached_persons(self) -> None:
         """After a failed write: cached aggregates may hold events that were never stored."""

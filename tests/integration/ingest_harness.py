@@ -90,12 +90,6 @@ def end_offsets(config: Settings, topic: str | None = None) -> dict[str, int]:
     return {f"{tp.topic}:{tp.partition}": end - 1 for tp, end in ends.items() if end > 0}
 
 
-def stored_positions(store: OptOutLog, names: Iterable[str]) -> dict[str, int]:
-    """The last stored offset per `<topic>:<partition>`, -1 where none is stored yet."""
-    positions = {name: store.position(name) for name in names}
-    return {name: -1 if position is None else position for name, position in positions.items()}
-
-
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -107,9 +101,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 def caught_up(config: Settings, store: OptOutLog) -> Callable[[], bool]:
     """True once the store's positions reach the end of every inbound partition."""
     ends = end_offsets(config)
-    return lambda: all(
-        position >= ends[name] for name, position in stored_positions(store, ends).items()
-    )
+    return lambda: all(position >= ends[name] for name, position in store.positions(ends).items())
 
 
 def reader(config: Settings) -> OptOutLog:

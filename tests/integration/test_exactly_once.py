@@ -22,7 +22,6 @@ from tests.integration.ingest_harness import (
     produce,
     reader,
     start_ingest,
-    stored_positions,
     wait_for,
 )
 
@@ -77,7 +76,7 @@ def total_stored(config: Settings) -> int:
     store = reader(config)
     try:
         names = [f"{config.topic_inbound}:{p}" for p in range(4)]
-        return sum(position + 1 for position in stored_positions(store, names).values())
+        return sum(position + 1 for position in store.positions(names).values())
     finally:
         store.close()
 

@@ -44,6 +44,7 @@ def test_a_batch_is_stored_with_its_position_and_a_redelivered_position_writes_n
     batch = log.record([first, second], Tracking("inbound:0", 41))
     assert (batch.recorded, batch.duplicates) == (2, 0)
     assert log.position("inbound:0") == 41
+    assert log.positions(["inbound:0", "inbound:1"]) == {"inbound:0": 41, "inbound:1": -1}
     with pytest.raises(IntegrityError):
         log.record([change("person:c")], Tracking("inbound:0", 41))
     assert log.person("person:c") is None
