@@ -137,16 +137,16 @@ def disagreements(
 
 
 def strings_in(value: Any) -> Iterator[str]:
-    """Every string (keys and values) in a JSON document."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from strings_in(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings_in(item)
+    """Every string (keys and values) in a JSON document, however deep."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
 
 
 # Where Python's `re` and ECMA-262 are known to part: line ends, Unicode spaces, astral planes.

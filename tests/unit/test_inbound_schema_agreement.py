@@ -317,9 +317,22 @@ def _across_fields() -> list[Case]:
     ]
 
 
+def _nested(depth: int) -> Case:
+    junk: list[Any] = []
+    for _ in range(depth - 1):
+        junk = [junk]
+    wire = json.dumps(SAMPLE)[:-1] + ', "junk": ' + "[" * depth + "]" * depth + "}"
+    return Case(
+        f"an unknown field {depth} arrays deep", {**SAMPLE, "junk": junk}, wire=wire.encode()
+    )
+
+
 def _whole_messages() -> list[Case]:
     padding = MAX_BYTES - len(json.dumps({**SAMPLE, "padding": ""}).encode())
+    deep = _nested(5000)
     return [
+        _nested(200),
+        Case(deep.name, deep.message, unstated="nesting_depth", wire=deep.wire),
         Case("an empty object", {}, expect=False),
         Case("an array of the sample", [SAMPLE], expect=False),
         Case("a string", "unsubscribed", expect=False),
