@@ -208,7 +208,7 @@ class Ingest:
         rejected = 0
         for record in records:
             try:
-                change = to_change(decode(record.value))
+                change = to_change(decode(record.value, max_skew=self.settings.max_clock_skew))
             except ContractError as error:
                 self._dead_letter(tp, record, error.code, error.reason)
                 rejected += 1
