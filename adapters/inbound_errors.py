@@ -35,6 +35,7 @@ CODES: frozenset[str] = frozenset(
         "out_of_range",
         "naive_timestamp",
         "bad_timestamp",
+        "future_timestamp",
         "invalid_value",
         "no_person_identity",
         "invalid_email",
@@ -44,6 +45,10 @@ CODES: frozenset[str] = frozenset(
         "link_without_salesforce_id",
     }
 )
+
+# Shared with the wire-form check in adapters.inbound, so both refusals read alike.
+NOT_A_UUID = "not a UUID (8-4-4-4-12 hex digits, with hyphens)"
+NOT_A_TIMESTAMP = "not an RFC 3339 timestamp (2024-05-01T09:30:00+02:00)"
 
 _AT = re.compile(r"^(?P<text>.*?) - at `(?P<path>[^`]*)`$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
@@ -69,9 +74,14 @@ def from_decode_error(error: msgspec.DecodeError) -> ContractError:
 
 
 def from_validation_error(
-    error: msgspec.ValidationError, choices: Mapping[str, tuple[object, ...]]
+    error: msgspec.ValidationError,
+    choices: Mapping[str, tuple[object, ...]],
+    patterns: Mapping[str, tuple[str, str]],
 ) -> ContractError:
-    """Turn msgspec's message (which names the path) into a code and a value-free sentence."""
+    """Turn msgspec's message (which names the path) into a code and a value-free sentence.
+
+    `choices` are the closed sets by path; `patterns` the code and sentence of a pattern's refusal.
+    """
     message = str(error)
     match = _AT.match(message)
     text, path = (match["text"], match["path"]) if match else (message, "$")
@@ -99,17 +109,18 @@ def from_validation_error(
         return ContractError("too_long", f"{path}: longer than {longer['n']} characters")
     if _SHORTER.match(text):
         return ContractError("empty_field", f"{path}: must not be empty when present")
+    if text.startswith("Expected `str` matching regex") and path in patterns:
+        code, sentence = patterns[path]
+        return ContractError(code, f"{path}: {sentence}")
     if text in ("Integer value out of range", "Number out of range"):
         return ContractError("out_of_range", f"{path}: the number is out of range")
     if text == "Invalid UUID":
-        return ContractError("invalid_uuid", f"{path}: not a UUID")
+        return ContractError("invalid_uuid", f"{path}: {NOT_A_UUID}")
     if text == "Expected `datetime` with a timezone component":
         return ContractError(
             "naive_timestamp", f"{path}: an RFC 3339 timestamp needs an offset (Z or +hh:mm)"
         )
     if text == "Invalid RFC3339 encoded datetime":
-        return ContractError(
-            "bad_timestamp", f"{path}: not an RFC 3339 timestamp (2024-05-01T09:30:00+02:00)"
-        )
+        return ContractError("bad_timestamp", f"{path}: {NOT_A_TIMESTAMP}")
     # Unforeseen msgspec wording: keep it, but drop any quoted value it might echo.
     return ContractError("invalid_value", f"{path}: {_QUOTED.sub('<value>', text)}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TypedDict
 from urllib.parse import urlsplit
@@ -47,6 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_port: int
     # OPTOUT_KAFKA_CONNECT_TIMEOUT: seconds to wait for a broker to answer at start-up.
     kafka_connect_timeout_s: float = 30.0
+    # OPTOUT_MAX_CLOCK_SKEW: seconds a change's occurred_at may lie ahead of our clock (else refused).
+    max_clock_skew: timedelta = timedelta(minutes=5)
     # OPTOUT_DATABASE_URL: sqlite:///path (default, embedded) or postgresql://user@host:port/db.
     database_url: Secret  # may hold a password: see `store_location` for display
     postgres_port: int
@@ -81,6 +84,7 @@ ENV_NAMES = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "kafka_port": "OPTOUT_KAFKA_PORT",
     "kafka_connect_timeout_s": "OPTOUT_KAFKA_CONNECT_TIMEOUT",
+    "max_clock_skew": "OPTOUT_MAX_CLOCK_SKEW",
     "database_url": "OPTOUT_DATABASE_URL",
     "postgres_port": "OPTOUT_POSTGRES_PORT",
     "topic_inbound": "OPTOUT_TOPIC_INBOUND",
@@ -171,6 +175,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         or f"127.0.0.1:{kafka_port}",
         kafka_port=kafka_port,
         kafka_connect_timeout_s=_seconds(env, ENV_NAMES["kafka_connect_timeout_s"], 30.0),
+        max_clock_skew=timedelta(seconds=_seconds(env, ENV_NAMES["max_clock_skew"], 300.0)),
         database_url=Secret(_database_url(env, state_dir)),
         postgres_port=_port(env, ENV_NAMES["postgres_port"], 15432),
         topic_inbound=topic_inbound,

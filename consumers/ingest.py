@@ -218,7 +218,8 @@ class Ingest:
         rejected = 0
         for record in records:
             try:
-                change = to_change(decode(record.value), self.keys)
+                message = decode(record.value, max_skew=self.settings.max_clock_skew)
+                change = to_change(message, self.keys)
             except ContractError as error:
                 self._dead_letter(tp, record, error.code, error.reason)
                 rejected += 1

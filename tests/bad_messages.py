@@ -64,6 +64,11 @@ BAD_MESSAGES: list[BadMessage] = [
     BadMessage("event_id a number", _json(good_message(event_id=12345)), "wrong_type"),
     BadMessage("person a string", _json(good_message(person=EMAIL)), "wrong_type"),
     BadMessage("event_id not a UUID", _json(good_message(event_id="evt-1")), "invalid_uuid"),
+    BadMessage(
+        "event_id without hyphens",
+        _json(good_message(event_id="7d3f2b9e0c1a4f5e9b8d2a6c4e1f0b37")),
+        "invalid_uuid",
+    ),
     BadMessage("unknown type", _json(good_message(type="resubscribed")), "unknown_type"),
     BadMessage("email as the type", _json(good_message(type=EMAIL)), "unknown_type"),
     BadMessage("unknown source", _json(good_message(source="crm")), "unknown_value"),
@@ -75,6 +80,12 @@ BAD_MESSAGES: list[BadMessage] = [
     BadMessage("reason too long", _json(good_message(reason="r" * 2001)), "too_long"),
     BadMessage("empty person_id", _person(person_id=""), "empty_field"),
     BadMessage("control character in person_id", _person(person_id="p-1\n"), "invalid_characters"),
+    BadMessage("NUL in person_id", _person(person_id="p\x001"), "invalid_characters"),
+    BadMessage(
+        "C1 control in the actor's name",
+        _json(good_message(actor={"kind": "system", "name": "Mark\x85eto"})),
+        "invalid_characters",
+    ),
     BadMessage(
         "neither person id nor email", _person(person_id=None, email=None), "no_person_identity"
     ),
@@ -82,6 +93,12 @@ BAD_MESSAGES: list[BadMessage] = [
     BadMessage("email with two @", _person(email="ada@lovelace@example.com"), "invalid_email"),
     BadMessage("email with a space", _person(email="ada lovelace@example.com"), "invalid_email"),
     BadMessage("empty email", _person(person_id=None, email=""), "invalid_email"),
+    BadMessage("email without a local part", _person(email="@example.com"), "invalid_email"),
+    BadMessage("email without a domain", _person(email="ada@"), "invalid_email"),
+    BadMessage("email with a newline after it", _person(email=EMAIL + "\n"), "invalid_email"),
+    BadMessage(
+        "email with a zero-width space", _person(email="ada\u200b@example.com"), "invalid_email"
+    ),
     BadMessage(
         "malformed Salesforce id", _person(salesforce_id="003-not-an-id"), "invalid_salesforce_id"
     ),
@@ -98,9 +115,25 @@ BAD_MESSAGES: list[BadMessage] = [
     BadMessage(
         "Account id 001", _person(salesforce_id="0015g00000AbCdEAAV"), "invalid_salesforce_id"
     ),
+    BadMessage("empty Salesforce id", _person(salesforce_id=""), "invalid_salesforce_id"),
     BadMessage("bad timestamp", _json(good_message(occurred_at="yesterday")), "bad_timestamp"),
     BadMessage(
         "impossible date", _json(good_message(occurred_at="2024-02-30T10:00:00Z")), "bad_timestamp"
+    ),
+    BadMessage(
+        "timestamp with a space for T",
+        _json(good_message(occurred_at="2024-05-01 11:30:00+02:00")),
+        "bad_timestamp",
+    ),
+    BadMessage(
+        "timestamp with an offset without a colon",
+        _json(good_message(occurred_at="2024-05-01T11:30:00+0200")),
+        "bad_timestamp",
+    ),
+    BadMessage(
+        "timestamp far in the future",
+        _json(good_message(occurred_at="9999-12-31T23:59:59Z")),
+        "future_timestamp",
     ),
     BadMessage(
         "naive timestamp", _json(good_message(occurred_at="2024-05-01T09:30:00")), "naive_timestamp"
@@ -113,6 +146,11 @@ BAD_MESSAGES: list[BadMessage] = [
     BadMessage(
         "removal with a blank reason",
         _json(good_message(type="unsubscribe_removed", actor=_REMOVAL_BY_USER, reason="  ")),
+        "removal_without_reason",
+    ),
+    BadMessage(
+        "removal with an invisible reason",
+        _json(good_message(type="unsubscribe_removed", actor=_REMOVAL_BY_USER, reason="\u3000\t")),
         "removal_without_reason",
     ),
     BadMessage(

@@ -14,6 +14,7 @@ import pytest
 
 from adapters.inbound import (
     CODES,
+    DEFAULT_MAX_SKEW,
     Actor,
     ChangeV1,
     ContractError,
@@ -140,6 +141,57 @@ def test_a_change_is_immutable() -> None:
         good_change().reason = "changed"  # type: ignore[misc]
 
 
+def test_an_upper_case_uuid_is_accepted() -> None:
+    change = _decode(good_message(event_id="7D3F2B9E-0C1A-4F5E-9B8D-2A6C4E1F0B37"))
+    assert change.event_id == uuid.UUID("7d3f2b9e-0c1a-4f5e-9b8d-2a6c4e1f0b37")
+
+
+# --- the clock skew --------------------------------------------------------------------------
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _at(when: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW) -> ChangeV1:
+    value = json.dumps(good_message(occurred_at=when.isoformat())).encode()
+    return decode(value, now=NOW, max_skew=max_skew)
+
+
+def test_a_time_within_the_skew_is_accepted_unchanged() -> None:
+    for ahead in (timedelta(0), timedelta(minutes=4, seconds=59), timedelta(minutes=5)):
+        assert _at(NOW + ahead).occurred_at == NOW + ahead  # the domain decides what to do
+
+
+def test_a_time_beyond_the_skew_is_refused_naming_the_field_and_the_skew() -> None:
+    late = NOW + timedelta(minutes=5, microseconds=1)
+    with pytest.raises(ContractError) as refused:
+        _at(late)
+    assert refused.value.code == "future_timestamp"
+    assert refused.value.reason == (
+        "$.occurred_at: more than 300 seconds in the future (the allowed clock skew)"
+    )
+    assert "2024" not in refused.value.reason  # never the value
+
+
+def test_the_skew_is_a_parameter_and_offsets_are_compared_as_instants() -> None:
+    in_paris = timezone(timedelta(hours=2))
+    ahead = _at(NOW.astimezone(in_paris) + timedelta(seconds=50), max_skew=timedelta(minutes=1))
+    assert ahead.occurred_at == NOW + timedelta(seconds=50)
+    with pytest.raises(ContractError, match="more than 30 seconds") as refused:
+        _at(NOW.astimezone(in_paris) + timedelta(seconds=50), max_skew=timedelta(seconds=30))
+    assert refused.value.code == "future_timestamp"
+
+
+def test_without_a_given_now_the_clock_is_read() -> None:
+    soon = datetime.now(UTC) + timedelta(minutes=1)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert (
+        decode(json.dumps(good_message(occurred_at=soon.isoformat())).encode()).occurred_at == soon
+    )
+    with pytest.raises(ContractError) as refused:
+        decode(json.dumps(good_message(occurred_at=later.isoformat())).encode())
+    assert refused.value.code == "future_timestamp"
+
+
 # --- bad messages ----------------------------------------------------------------------------
 
 
@@ -200,7 +252,7 @@ def test_the_schema_describes_version_1() -> None:
     schema = json_schema()
     change = schema["$defs"]["ChangeV1"]
     assert schema["title"] and schema["description"]
-    assert change["properties"]["schema_version"] == {"enum": [1]}
+    assert change["properties"]["schema_version"] == {"type": "integer", "enum": [1]}
     assert set(change["required"]) >= {"event_id", "type", "person", "occurred_at"}
     assert "reason" not in change["required"]
 

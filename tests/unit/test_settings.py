@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ def test_defaults_are_the_embedded_ones(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite:///{tmp_path / 'optout.sqlite'}"
     assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
     assert settings.topic_dead_letter == "optout.changes.v1.dead-letter"
+
+
+def test_the_clock_skew_is_five_minutes_unless_set() -> None:
+    assert load({}).max_clock_skew == timedelta(minutes=5)
+    assert load({"OPTOUT_MAX_CLOCK_SKEW": "90"}).max_clock_skew == timedelta(seconds=90)
 
 
 def test_credentials_never_show_in_repr_or_output_urls() -> None:
@@ -50,6 +56,8 @@ def test_a_malformed_database_url_is_refused_without_echoing_its_password() -> N
         ({"OPTOUT_KAFKA_PORT": "0"}, "OPTOUT_KAFKA_PORT"),
         ({"OPTOUT_POSTGRES_PORT": "http"}, "OPTOUT_POSTGRES_PORT"),
         ({"OPTOUT_KAFKA_CONNECT_TIMEOUT": "soon"}, "OPTOUT_KAFKA_CONNECT_TIMEOUT"),
+        ({"OPTOUT_MAX_CLOCK_SKEW": "-5"}, "OPTOUT_MAX_CLOCK_SKEW"),
+        ({"OPTOUT_MAX_CLOCK_SKEW": "5m"}, "OPTOUT_MAX_CLOCK_SKEW"),
         ({"OPTOUT_DATABASE_URL": "mysql://db/x"}, "OPTOUT_DATABASE_URL"),
         ({"OPTOUT_DATABASE_URL": "sqlite://relative.db"}, "OPTOUT_DATABASE_URL"),
         ({"SALESFORCE_USERNAME": "u"}, "SALESFORCE_PASSWORD"),
