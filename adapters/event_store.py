@@ -17,7 +17,7 @@ from uuid import UUID
 
 import msgspec
 import psycopg
-from eventsourcing.persistence import JSONTranscoder, StoredEvent
+from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
@@ -168,7 +168,7 @@ class SQLiteStore(SQLiteProcessRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
-            f"CREATE TABLE IF NOT EXISTS {CHANGE_IDS} (event_id TEXT PRIMARY KEY) WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {CHANGE_IDS} (event_id BLOB PRIMARY KEY) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {CARRIERS} (mailbox TEXT, person_key TEXT, "
             "PRIMARY KEY (mailbox, person_key)) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {ADDRESSES} (mailbox TEXT PRIMARY KEY, email TEXT, "
@@ -182,12 +182,23 @@ class SQLiteStore(SQLiteProcessRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        returning = super()._insert_events(c, stored_events, **kwargs)
+        # The library's rows, in one executemany instead of an execute per event (it reads each
+        # lastrowid for notification ids that nothing here reads): the same rows, in the same order.
+        c.executemany(
+            self.insert_events_statement,
+            [
+                (_text_id(event.originator_id), event.originator_version, event.topic, event.state)
+                for event in stored_events
+            ],
+        )
+        tracking: Tracking | None = kwargs.get("tracking")
+        if tracking is not None:
+            self._insert_tracking(c, tracking)
         change_ids: Sequence[UUID] = kwargs.get("change_ids", ())
         if change_ids:
             c.executemany(
                 f"INSERT INTO {CHANGE_IDS} VALUES (?)",  # noqa: S608
-                [(i.hex,) for i in change_ids],
+                [(i.bytes,) for i in change_ids],
             )
         carriers: Sequence[tuple[str, str]] = kwargs.get("carriers", ())
         if carriers:
@@ -199,18 +210,18 @@ class SQLiteStore(SQLiteProcessRecorder):
                 f"INSERT OR IGNORE INTO {ADDRESSES} (mailbox, email) VALUES (?, ?)",  # noqa: S608
                 list(addresses.items()),
             )
-        return returning
+        return None
 
     def recorded_changes(self, event_ids: Collection[UUID]) -> set[UUID]:
         found: set[UUID] = set()
         with self.datastore.transaction(commit=False) as c:
-            for chunk in _chunks([i.hex for i in event_ids], _SQLITE_MAX_PARAMETERS):
+            for chunk in _chunks([i.bytes for i in event_ids], _SQLITE_MAX_PARAMETERS):
                 c.execute(
                     f"SELECT event_id FROM {CHANGE_IDS} "  # noqa: S608
                     f"WHERE event_id IN ({','.join('?' * len(chunk))})",
                     chunk,
                 )
-                found.update(UUID(row[0]) for row in c.fetchall())
+                found.update(UUID(bytes=row[0]) for row in c.fetchall())
         return found
 
     def histories(self, ids: Collection[UUID]) -> dict[UUID, list[StoredEvent]]:
@@ -228,17 +239,30 @@ class SQLiteStore(SQLiteProcessRecorder):
                 for row in c.fetchall():
                     after[row["originator_id"]] = row["originator_version"]
                     found[UUID(row["originator_id"])] = [_stored(row)]
-                bounds = " OR ".join(
-                    ["(originator_id = ? AND originator_version > ?)"] * len(chunk)
-                )
-                c.execute(
-                    f"SELECT originator_id, originator_version, topic, state "  # noqa: S608
-                    f"FROM {self.events_table_name} WHERE {bounds} "
-                    f"ORDER BY originator_id, originator_version",
-                    [value for pair in after.items() for value in pair],
-                )
-                for row in c.fetchall():
-                    found.setdefault(UUID(row["originator_id"]), []).append(_stored(row))
+                # Persons without a snapshot (most): every event, by the primary key.
+                whole = [i for i, version in after.items() if version == 0]
+                if whole:
+                    c.execute(
+                        f"SELECT originator_id, originator_version, topic, state "  # noqa: S608
+                        f"FROM {self.events_table_name} "
+                        f"WHERE originator_id IN ({','.join('?' * len(whole))}) "
+                        f"ORDER BY originator_id, originator_version",
+                        whole,
+                    )
+                    for row in c.fetchall():
+                        found.setdefault(UUID(row["originator_id"]), []).append(_stored(row))
+                for originator_id, version in after.items():
+                    if version == 0:
+                        continue
+                    c.execute(
+                        f"SELECT originator_id, originator_version, topic, state "  # noqa: S608
+                        f"FROM {self.events_table_name} "
+                        f"WHERE originator_id = ? AND originator_version > ? "
+                        f"ORDER BY originator_version",
+                        (originator_id, version),
+                    )
+                    for row in c.fetchall():
+                        found.setdefault(UUID(row["originator_id"]), []).append(_stored(row))
         return found
 
     def address(self, mailbox: str) -> str | None:
@@ -271,6 +295,10 @@ class SQLiteStore(SQLiteProcessRecorder):
                 )
             connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return row is not None and row[0] is not None
+
+
+def _text_id(originator_id: UUID | str) -> str:
+    return originator_id.hex if isinstance(originator_id, UUID) else originator_id
 
 
 def _stored(row: Any) -> StoredEvent:

@@ -9,6 +9,7 @@ persons carry which address, and each address in clear — the one erasable plac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from eventsourcing.application import (
     project_aggregate,
 )
 from eventsourcing.domain import Snapshot
-from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Tracking
 from eventsourcing.projection import EventSourcedProjection
 
 from domain.identity import aggregate_id, is_address, record_type
@@ -61,6 +62,8 @@ class ChangeBatch:
     recorded: int = 0
     duplicates: int = 0
     persons: dict[UUID, Person] = field(default_factory=dict)
+    # Look the change ids up before applying (after the store refused an optimistic attempt).
+    look_up_recorded: bool = False
 
 
 @runtime_checkable
@@ -112,12 +115,36 @@ class OptOutLog(EventSourcedProjection[UUID]):
         nothing is written then.
         """
         batch = ChangeBatch(changes)
-        self.process_event(batch, position)  # type: ignore[arg-type]
+        try:
+            # Optimistic: a change recorded before is rare (redelivery is caught by the position),
+            # and the unique index of change ids refuses it if it comes.
+            self.process_event(batch, position)  # type: ignore[arg-type]
+        except IntegrityError:
+            self.evict(batch.persons)  # they may hold events that were never stored
+            batch = ChangeBatch(changes, look_up_recorded=True)
+            try:
+                self.process_event(batch, position)  # type: ignore[arg-type]
+            except IntegrityError:
+                self.evict(batch.persons)
+                raise
         return batch
+
+    def evict(self, person_ids: Collection[UUID]) -> None:
+        """Drops these persons from the writer's cache: the next batch reads them from the store."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for person_id in person_ids:
+            with contextlib.suppress(KeyError):
+                cache.get(person_id, evict=True)
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch: ChangeBatch = domain_event
-        known = self.index.recorded_changes({c.how.event_id for c in batch.changes})
+        known = (
+            self.index.recorded_changes({c.how.event_id for c in batch.changes})
+            if batch.look_up_recorded
+            else set()
+        )
         fresh: list[Change] = []
         for change in batch.changes:
             if change.how.event_id in known:
@@ -129,9 +156,16 @@ class OptOutLog(EventSourcedProjection[UUID]):
         addresses: dict[str, str] = {}
         carriers: set[tuple[str, str]] = set()
         for change in fresh:
-            _apply(batch.persons[aggregate_id(change.person_key)], change)
+            person = batch.persons[aggregate_id(change.person_key)]
+            # Only a link the person did not have yet (an address: its first change) is new to
+            # the index.
+            if change.mailbox == change.person_key:
+                new_link = person.own == OptOut() and person.salesforce_id is None
+            else:
+                new_link = change.mailbox is not None and change.mailbox not in person.mailboxes
+            _apply(person, change)
             batch.recorded += 1
-            if change.mailbox is not None:
+            if new_link and change.mailbox is not None:
                 if change.email is not None:
                     addresses[change.mailbox] = change.email
                 if change.mailbox != change.person_key:

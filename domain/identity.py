@@ -106,12 +106,13 @@ class AddressKeys:
         return "AddressKeys(<secret>)"
 
     def key_of(self, email: str) -> str:
-        """`email:<hmac hex>` of the normalised address."""
+        """`email:<32 hex digits of HMAC-SHA256>` of the normalised address."""
         normalised = normalise_email(email)
         key = self._cache.get(normalised)
         if key is None:
-            digest = hmac.new(self._secret, normalised.encode(), hashlib.sha256).hexdigest()
-            key = ADDRESS_PREFIX + digest
+            # HMAC-SHA256 truncated to 128 bits (RFC 2104 allows it): shorter keys in every event.
+            digest = hmac.digest(self._secret, normalised.encode(), "sha256")
+            key = ADDRESS_PREFIX + digest[:16].hex()
             if len(self._cache) > 65536:
                 self._cache.clear()
             self._cache[normalised] = key

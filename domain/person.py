@@ -88,14 +88,15 @@ class Person(Aggregate):
             _added_mailbox(state)
 
         def apply(self, person: Person) -> None:
-            person.own = person.own.unsubscribed(self.mark)
+            mark = self.mark
+            person.own = person.own.unsubscribed(mark)
             person.carry(self.mailbox)
             if self.mailbox and self.actor_kind == "recipient" and self.mailbox != person.key:
                 person.by_recipient[self.mailbox] = later(
-                    person.by_recipient.get(self.mailbox), self.mark
+                    person.by_recipient.get(self.mailbox), mark
                 )
             if self.salesforce_id:
-                person.link(self.salesforce_id, self.mark)
+                person.link(self.salesforce_id, mark)
 
     class UnsubscribeRemoved(Changed):
         def apply(self, person: Person) -> None:

@@ -20,7 +20,7 @@ are): one mailbox, one answer.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -37,7 +37,7 @@ class ChangeKind(StrEnum):
     PERSON_LINKED = "person_linked"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mark:
     """Where a change sits in time: when it occurred, its event id breaking ties."""
 
@@ -58,7 +58,7 @@ def later(current: Mark | None, candidate: Mark) -> Mark:
     return current
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OptOut:
     """The two facts the rule needs: the latest unsubscribe and the latest removal."""
 
@@ -72,10 +72,10 @@ class OptOut:
         return self.removal is None or self.unsubscribe.occurred_at >= self.removal.occurred_at
 
     def unsubscribed(self, mark: Mark) -> OptOut:
-        return replace(self, unsubscribe=later(self.unsubscribe, mark))
+        return OptOut(later(self.unsubscribe, mark), self.removal)
 
     def removed(self, mark: Mark) -> OptOut:
-        return replace(self, removal=later(self.removal, mark))
+        return OptOut(self.unsubscribe, later(self.removal, mark))
 
     def merged(self, other: OptOut) -> OptOut:
         """The fold of both sets of changes together."""
