@@ -177,6 +177,7 @@ def _reader(settings: Settings) -> KafkaConsumer:
         enable_auto_commit=False,
         # An offset an operator has deleted resumes at the first one kept, not at the end.
         auto_offset_reset="earliest",
+        allow_auto_create_topics=False,  # reading never makes a topic with the broker's defaults
         max_partition_fetch_bytes=kafka.TOPIC_MAX_MESSAGE_BYTES,
         fetch_max_bytes=4 * kafka.TOPIC_MAX_MESSAGE_BYTES,
     )
@@ -299,13 +300,18 @@ def redrive(settings: Settings, letters: Sequence[DeadLetter], *, again: bool = 
     before = [letter for letter in letters if letter.redriven]
     if before and not again:
         raise AlreadyRedriven(before)
+    reader = _reader(settings)
+    try:
+        receipts_topic_exists = bool(reader.partitions_for_topic(settings.topic_redrives))
+    finally:
+        reader.close()
+    if not receipts_topic_exists:
+        raise ValueError(
+            f"topic {settings.topic_redrives} (redrive receipts) is missing; "
+            "run `optout-sync init` first"
+        )
     sender = kafka.producer(settings)
     try:
-        if not sender.partitions_for(settings.topic_redrives):
-            raise ValueError(
-                f"topic {settings.topic_redrives} (redrive receipts) is missing; "
-                "run `optout-sync init` first"
-            )
         sent = [
             sender.send(
                 settings.topic_inbound,
