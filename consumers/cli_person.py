@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 import msgspec
 from eventsourcing.persistence import OperationalError, ProgrammingError
@@ -42,25 +44,38 @@ def person(identity: str, as_json: bool) -> None:
     print_state(state)
 
 
+def utc(moment: datetime, *, milliseconds: bool = False) -> str:
+    """A date and time in UTC, marked `Z`, so rows from producers in any zone compare at a glance."""
+    # eventsourcing stamps its events in UTC; a naive time is taken to be one of those.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    shown = aware.astimezone(UTC).isoformat(
+        sep=" ", timespec="milliseconds" if milliseconds else "seconds"
+    )
+    return shown.removesuffix("+00:00") + "Z"
+
+
 def print_state(state: PersonState, console: Console | None = None) -> None:
     console = console or Console(width=None if Console().is_terminal else 120)
     status = "[bold red]opted out[/]" if state.opted_out else "[green]subscribed[/]"
     if state.pending_link:
         status += " [yellow](pending link: no Salesforce id yet)[/]"
     console.print(f"[bold]{state.person_key}[/]  {status}")
-    if state.opted_out:
-        console.print(
-            f"  since {state.opted_out_at:%Y-%m-%d %H:%M:%S %z} via {state.opted_out_source}"
-        )
+    if state.opted_out and state.opted_out_at:
+        console.print(f"  since {utc(state.opted_out_at)} via {state.opted_out_source}")
     console.print(f"  Salesforce id: {state.salesforce_id or '-'}")
-    table = Table("occurred", "change", "source", "actor", "channel", "recorded")
+    table = Table()
+    # Times never wrap: a date split from its time is easily misread.
+    table.add_column("occurred", no_wrap=True)
+    for heading in ("change", "source", "actor", "channel"):
+        table.add_column(heading)
+    table.add_column("recorded", no_wrap=True)
     for entry in state.history:
         table.add_row(
-            f"{entry.occurred_at:%Y-%m-%d %H:%M:%S}",
+            utc(entry.occurred_at),
             entry.change,
             entry.source,
             entry.actor,
             entry.channel,
-            f"{entry.recorded_at:%H:%M:%S.%f}"[:-3],
+            utc(entry.recorded_at, milliseconds=True),
         )
     console.print(table)
