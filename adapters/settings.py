@@ -6,6 +6,7 @@ Every setting is an environment variable; a bad value stops start-up with a mess
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +37,11 @@ def _cache_home() -> Path:
     return Path(base) / "optout-sync"
 
 
+# The local broker's and the tests' 4, so topics made by earlier versions still match.
+DEFAULT_TOPIC_PARTITIONS = 4
+DEFAULT_TOPIC_RETENTION_MS = 7 * 24 * 3600 * 1000  # Kafka's own default, stated
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the engine can be told. Field docs name the environment variable."""
 
@@ -56,6 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     topic_inbound: str
     topic_dead_letter: str
     consumer_group: str
+    # OPTOUT_TOPIC_*: how `init` creates the topics and what it requires of existing ones.
+    topic_partitions: int = DEFAULT_TOPIC_PARTITIONS
+    topic_replication_factor: int = 1
+    topic_min_insync_replicas: int = 1
+    topic_retention_ms: int = DEFAULT_TOPIC_RETENTION_MS  # the inbound topic's; -1 keeps forever
     # OPTOUT_GROUP_INSTANCE_ID: static group membership, so a restarted worker rejoins at once.
     group_instance_id: str | None = None
     # SALESFORCE_*: the org; with no username configured the demo uses the local sandbox.
@@ -67,6 +78,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # OPTOUT_ADDRESS_KEY: the secret of the keyed hash that stands in for an email address
     # (unset: generated once into OPTOUT_STATE_DIR/address.key; every worker must share it).
     address_key: Secret | None = None
+
+    @property
+    def topic_redrives(self) -> str:
+        """The compacted topic of redrive receipts: which dead letters were re-sent, and when."""
+        return f"{self.topic_dead_letter}.redrives"
 
     @property
     def store_location(self) -> str:
@@ -90,6 +106,10 @@ ENV_NAMES = {
     "topic_inbound": "OPTOUT_TOPIC_INBOUND",
     "topic_dead_letter": "OPTOUT_TOPIC_DEAD_LETTER",
     "consumer_group": "OPTOUT_CONSUMER_GROUP",
+    "topic_partitions": "OPTOUT_TOPIC_PARTITIONS",
+    "topic_replication_factor": "OPTOUT_TOPIC_REPLICATION_FACTOR",
+    "topic_min_insync_replicas": "OPTOUT_TOPIC_MIN_INSYNC_REPLICAS",
+    "topic_retention_ms": "OPTOUT_TOPIC_RETENTION",
     "group_instance_id": "OPTOUT_GROUP_INSTANCE_ID",
     "salesforce_username": "SALESFORCE_USERNAME",
     "salesforce_password": "SALESFORCE_PASSWORD",
@@ -184,6 +204,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         consumer_group=read_setting(env, ENV_NAMES["consumer_group"]) or "optout-sync-ingest",
         group_instance_id=read_setting(env, ENV_NAMES["group_instance_id"]),
         address_key=_address_key(env),
+        **_topics(env),
         **_salesforce(env),
     )
 
@@ -196,6 +217,63 @@ def _address_key(env: Mapping[str, str]) -> Secret | None:
     if len(raw.encode()) < 32:
         raise ConfigError(f"{name}: the address key must be at least 32 characters of secret")
     return Secret(raw)
+
+
+class _TopicSettings(TypedDict):
+    topic_partitions: int
+    topic_replication_factor: int
+    topic_min_insync_replicas: int
+    topic_retention_ms: int
+
+
+def _count(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    raw = read_setting(env, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) <= most:
+        raise ConfigError(f"{name}: expected a whole number from 1 to {most}, got {raw!r}")
+    return int(raw)
+
+
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d)?$")
+
+
+def _retention_ms(env: Mapping[str, str], name: str) -> int:
+    raw = read_setting(env, name)
+    if raw is None:
+        return DEFAULT_TOPIC_RETENTION_MS
+    if raw.strip() in ("-1", "forever"):
+        return -1
+    match = _DURATION.match(raw.strip())
+    milliseconds = int(match[1]) * _UNIT_MS[match[2] or "ms"] if match else 0
+    if milliseconds <= 0:
+        raise ConfigError(
+            f"{name}: expected a duration such as 7d, 12h, 30m, 90s or 604800000 (milliseconds), "
+            f"or -1 to keep messages forever; got {raw!r}"
+        )
+    return milliseconds
+
+
+def _topics(env: Mapping[str, str]) -> _TopicSettings:
+    replicas_name = ENV_NAMES["topic_replication_factor"]
+    insync_name = ENV_NAMES["topic_min_insync_replicas"]
+    replicas = _count(env, replicas_name, 1, most=32)
+    # Kafka's advice: with acks=all, one replica may be down and writes still count as safe.
+    insync = _count(env, insync_name, max(1, replicas - 1), most=32)
+    if insync > replicas:
+        raise ConfigError(
+            f"{insync_name}: {insync} is more than {replicas_name} ({replicas}); "
+            "no write could ever be acknowledged"
+        )
+    return {
+        "topic_partitions": _count(
+            env, ENV_NAMES["topic_partitions"], DEFAULT_TOPIC_PARTITIONS, most=10_000
+        ),
+        "topic_replication_factor": replicas,
+        "topic_min_insync_replicas": insync,
+        "topic_retention_ms": _retention_ms(env, ENV_NAMES["topic_retention_ms"]),
+    }
 
 
 class _SalesforceSettings(TypedDict):

@@ -37,6 +37,7 @@ def settings_for(database_url: str, topic: str, state_dir: Path) -> Settings:
         "OPTOUT_TOPIC_INBOUND": topic,
         "OPTOUT_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
         "OPTOUT_STATE_DIR": str(state_dir),
+        "OPTOUT_TOPIC_PARTITIONS": str(PARTITIONS),
     }
     return load(env)
 
@@ -158,7 +159,7 @@ def main() -> None:
     databases: list[str] = []
     topic = f"bench.changes.{uuid.uuid4().hex[:8]}"
     seed = settings_for(f"sqlite:///{state / 'seed.sqlite'}", topic, state)
-    kafka.ensure_topics(seed, partitions=PARTITIONS)
+    kafka.ensure_topics(seed)
     print(f"producing {args.messages:,} changes for {args.persons:,} persons to {topic} ...")
     fill(seed, args.messages, args.persons)
 

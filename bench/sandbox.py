@@ -68,13 +68,13 @@ def start_server(contacts: int, state_dir: str) -> tuple[subprocess.Popen[str], 
 
 def client(settings: dict[str, str]) -> Salesforce:
     session = requests.Session()
-    session.verify = settings["SF_CA_BUNDLE"]
+    session.verify = settings["SALESFORCE_CA_BUNDLE"]
     session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides verify
     return Salesforce(
-        username=settings["SF_USERNAME"],
-        password=settings["SF_PASSWORD"],
-        security_token=settings["SF_SECURITY_TOKEN"],
-        domain=settings["SF_LOGIN_DOMAIN"],
+        username=settings["SALESFORCE_USERNAME"],
+        password=settings["SALESFORCE_PASSWORD"],
+        security_token=settings["SALESFORCE_SECURITY_TOKEN"],
+        domain=settings["SALESFORCE_DOMAIN"],
         session=session,
     )
 

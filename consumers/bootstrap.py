@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -13,6 +14,9 @@ from kafka.errors import KafkaError
 from adapters import event_store, kafka
 from adapters.settings import ConfigError, Settings, load
 from domain.application import OptOutLog
+
+if TYPE_CHECKING:
+    from adapters.local_services import ServiceStatus
 
 
 def settings() -> Settings:
@@ -27,26 +31,53 @@ def uses_local_kafka() -> bool:
     return not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 
 
-def ensure_local_kafka(config: Settings) -> None:
-    """Starts the project's own broker when no cluster was configured (idempotent)."""
+def ensure_local_kafka(config: Settings) -> ServiceStatus | None:
+    """Starts the project's own broker when no cluster was configured, or reuses the one running
+    (from an earlier demo or `services up`); None when KAFKA_BOOTSTRAP_SERVERS names a cluster."""
     if not uses_local_kafka():
-        return
+        return None
+    from adapters.local_services import ServiceError
     from adapters.local_services import kafka as local_kafka
 
-    if local_kafka.status(config).state != "running":
-        click.echo("starting the local Kafka broker (first start downloads its jars)...", err=True)
-        local_kafka.up(config)
+    current = local_kafka.status(config)
+    if current.state == "running":
+        click.echo(
+            f"using the local Kafka broker already running (pid {current.pid}, {current.endpoint})",
+            err=True,
+        )
+        return current
+    if current.state == "stale":
+        click.echo(
+            f"the local Kafka broker's pid file ({local_kafka.paths(config).pid}) names a process "
+            "that is gone; starting a new broker",
+            err=True,
+        )
+    click.echo("starting the local Kafka broker (first start downloads its jars)...", err=True)
+    try:
+        return local_kafka.up(config)
+    except ServiceError as error:
+        raise click.ClickException(f"the local Kafka broker could not start: {error}") from None
 
 
-def prepare(config: Settings) -> None:
-    """Creates the event store's tables and the topics, once; workers then start without."""
+def prepare(config: Settings) -> list[str]:
+    """Creates the event store's tables and the topics, once; workers then start without.
+
+    Existing topics must match the settings (else a clean exit naming them); what was changed
+    is said on stderr and returned.
+    """
     with reachable(config):
         try:
             event_store.create_tables(config.database_url)
         except Exception as error:  # a concurrent creator can race on PostgreSQL's catalog
             if "already exists" not in str(error) and "duplicate key" not in str(error):
                 raise
-        kafka.ensure_topics(config)
+        try:
+            changes = kafka.ensure_topics(config)
+        except ConfigError as error:
+            raise click.ClickException(f"configuration: {error}") from None
+    for change in changes:
+        click.echo(change, err=True)
+    return changes
 
 
 @contextmanager

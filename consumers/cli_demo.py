@@ -67,7 +67,20 @@ def demo(timeout: float) -> None:
     """Run the whole flow on the embedded defaults and show the result."""
     console = Console(width=None if Console().is_terminal else 120)
     config = bootstrap.settings()
-    bootstrap.ensure_local_kafka(config)
+    broker = bootstrap.ensure_local_kafka(config)
+    try:
+        _run(config, console, timeout)
+    finally:
+        if broker is not None:
+            console.print(
+                f"\nThe local Kafka broker keeps running (pid {broker.pid}, {broker.endpoint}) "
+                "for the next run and the tests.\nStop it with: "
+                "[bold]optout-sync services down --no-postgres[/]"
+            )
+
+
+def _run(config: Settings, console: Console, timeout: float) -> None:
+    """Produce the demo stream, ingest it, and show what was stored and dead-lettered."""
     bootstrap.prepare(config)
     console.print(
         f"[bold]Kafka[/] {config.kafka_bootstrap_servers}  [bold]store[/] {config.store_location}"
@@ -131,14 +144,7 @@ def _org(config: Settings) -> Iterator[tuple[Settings, str]]:
     with running_sandbox(tls_dir=config.state_dir / "sandbox") as sandbox:
         sandbox.insert("Contact", Id=ADA.salesforce_id, LastName="Lovelace", Email=ADA.email)
         sandbox.insert("Lead", LastName="Hopper", Company="Navy", Email=GRACE.email)
-        org_env = {
-            **os.environ,
-            "SALESFORCE_USERNAME": sandbox.config.username,
-            "SALESFORCE_PASSWORD": sandbox.config.password,
-            "SALESFORCE_SECURITY_TOKEN": sandbox.config.security_token,
-            "SALESFORCE_DOMAIN": sandbox.login_domain,
-            "SALESFORCE_CA_BUNDLE": str(sandbox.ca_path),
-        }
+        org_env = {**os.environ, **sandbox.env()}
         yield load(org_env), f"local sandbox at {sandbox.url} (no org credentials configured)"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import click
 import msgspec
@@ -63,6 +64,16 @@ def person(identity: str, as_json: bool) -> None:
         print_state(found, console)
 
 
+def utc(moment: datetime, *, milliseconds: bool = False) -> str:
+    """A date and time in UTC, marked `Z`, so rows from producers in any zone compare at a glance."""
+    # eventsourcing stamps its events in UTC; a naive time is taken to be one of those.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    shown = aware.astimezone(UTC).isoformat(
+        sep=" ", timespec="milliseconds" if milliseconds else "seconds"
+    )
+    return shown.removesuffix("+00:00") + "Z"
+
+
 def print_state(state: PersonState, console: Console | None = None) -> None:
     console = console or Console(width=None if Console().is_terminal else 120)
     status = "[bold red]opted out[/]" if state.opted_out else "[green]subscribed[/]"
@@ -77,29 +88,30 @@ def print_state(state: PersonState, console: Console | None = None) -> None:
         )
     if state.latest_unsubscribe is not None:
         mark = state.latest_unsubscribe
-        console.print(
-            f"  latest unsubscribe {mark.occurred_at:%Y-%m-%d %H:%M:%S %z} via {mark.source}"
-        )
+        console.print(f"  latest unsubscribe {utc(mark.occurred_at)} via {mark.source}")
     if state.latest_removal is not None:
         mark = state.latest_removal
-        console.print(
-            f"  latest removal     {mark.occurred_at:%Y-%m-%d %H:%M:%S %z} via {mark.source}"
-        )
+        console.print(f"  latest removal     {utc(mark.occurred_at)} via {mark.source}")
     if state.kind == "person" and state.addresses:
         shown = ", ".join(a.email or f"{a.key[:18]}… (erased)" for a in state.addresses)
         console.print(f"  addresses: {shown}")
     if state.carried_by:
         console.print(f"  carried by: {', '.join(state.carried_by)}")
     console.print(f"  Salesforce id: {state.salesforce_id or '-'}")
-    table = Table("occurred", "change", "source", "actor", "channel", "recorded")
+    table = Table()
+    # Times never wrap: a date split from its time is easily misread.
+    table.add_column("occurred", no_wrap=True)
+    for heading in ("change", "source", "actor", "channel"):
+        table.add_column(heading)
+    table.add_column("recorded", no_wrap=True)
     for entry in state.history:
         table.add_row(
-            f"{entry.occurred_at:%Y-%m-%d %H:%M:%S%z}",
+            utc(entry.occurred_at),
             entry.change,
             entry.source,
             entry.actor,
             entry.channel,
-            f"{entry.recorded_at:%Y-%m-%d %H:%M:%S%z}",
+            utc(entry.recorded_at, milliseconds=True),
         )
     if state.history:
         console.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -55,7 +56,9 @@ from adapters import settings
     help="Serve the /__admin API (faults, sessions, usage, call log).",
 )
 @click.option(
-    "--print-env", is_flag=True, help="Print the settings a client needs as shell exports."
+    "--print-env",
+    is_flag=True,
+    help="Print the engine's SALESFORCE_* settings for this org as shell exports.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the client settings as one JSON line on stdout."
@@ -104,7 +107,7 @@ def sandbox(
         click.echo(json.dumps(env))
     elif print_env:
         for name, value in env.items():
-            click.echo(f"export {name}={value!s}")
+            click.echo(f"export {name}={shlex.quote(value)}")
     counts = server.store.count()
     click.echo(
         f"sandbox org at {server.url} ({counts['Contact']} contacts, {counts['Lead']} leads; "

@@ -272,12 +272,7 @@ def up(settings: Settings) -> ServiceStatus:
         current = status(settings)
         if current.state == "running":
             return current
-        for port in (settings.kafka_port, controller_port(settings)):
-            if port_answers(port):
-                raise ServiceError(
-                    f"port {port} on 127.0.0.1 is taken by a process that is not our broker; "
-                    "stop it or choose another OPTOUT_KAFKA_PORT (the controller uses the next port)"
-                )
+        _check_ports_free(settings, current)
         began = time.monotonic()
         jars = ensure_jars(settings)
         java, classpath = _java(), str(jars / "libs" / "*")
@@ -311,6 +306,26 @@ def up(settings: Settings) -> ServiceStatus:
         )
         return msgspec.structs.replace(
             status(settings), started=True, start_seconds=round(time.monotonic() - began, 1)
+        )
+
+
+def _check_ports_free(settings: Settings, current: ServiceStatus) -> None:
+    """Refuses to start when something already listens on the broker's or controller's port."""
+    for port in (settings.kafka_port, controller_port(settings)):
+        if not port_answers(port):
+            continue
+        if port == settings.kafka_port and broker_answers(bootstrap(settings)):
+            # A broker this state dir did not start (or whose pid file is gone): not ours to run.
+            raise ServiceError(
+                f"a Kafka broker already answers on {bootstrap(settings)}, but "
+                f"{paths(settings).pid} does not name it (pid file {current.state}: started "
+                "with another OPTOUT_STATE_DIR, or its pid file was removed). Use it with "
+                f"KAFKA_BOOTSTRAP_SERVERS={bootstrap(settings)}, stop it, or choose another "
+                "OPTOUT_KAFKA_PORT"
+            )
+        raise ServiceError(
+            f"port {port} on 127.0.0.1 is taken by a process that is not our broker; "
+            "stop it or choose another OPTOUT_KAFKA_PORT (the controller uses the next port)"
         )
 
 

@@ -125,16 +125,13 @@ class Sandbox:
         )
 
     def env(self) -> dict[str, str]:
+        """The settings that point optout-sync (and any client reading the same names) here."""
         return {
-            "SF_INSTANCE_URL": self.url,
-            "SF_LOGIN_DOMAIN": self.login_domain,
-            "SF_CA_BUNDLE": str(self.ca_path),
-            "SF_USERNAME": self.config.username,
-            "SF_PASSWORD": self.config.password,
-            "SF_SECURITY_TOKEN": self.config.security_token,
-            "SF_CONSUMER_KEY": self.config.consumer_key,
-            "SF_CONSUMER_SECRET": self.config.consumer_secret,
-            "SF_API_VERSION": API_VERSION,
+            "SALESFORCE_USERNAME": self.config.username,
+            "SALESFORCE_PASSWORD": self.config.password,
+            "SALESFORCE_SECURITY_TOKEN": self.config.security_token,
+            "SALESFORCE_DOMAIN": self.login_domain,
+            "SALESFORCE_CA_BUNDLE": str(self.ca_path),
         }
 
     # --- state and admin helpers (same powers as /__admin, without needing it enabled) ---------

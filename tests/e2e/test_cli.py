@@ -71,7 +71,7 @@ def test_the_main_job_runs_twice_and_ends_with_the_persons_state(env: dict[str, 
     assert letters.returncode == 0
     codes = [json.loads(line)["code"] for line in letters.stdout.splitlines()]
     redriven = optout_sync("dlq", "redrive", "--code", "invalid_json", "--json", env=env)
-    assert redriven.returncode == 0 and json.loads(redriven.stdout) == {"redriven": 2}
+    assert redriven.returncode == 0 and json.loads(redriven.stdout)["redriven"] == 2
     unknown = optout_sync("dlq", "redrive", "9:999", env=env)
     assert unknown.returncode == 1 and "no dead letter with id 9:999" in unknown.stderr
     assert sorted(codes) == [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters import kafka
 from adapters.settings import ConfigError, load
 
 
@@ -68,3 +69,70 @@ def test_a_malformed_database_url_is_refused_without_echoing_its_password() -> N
 def test_a_bad_setting_is_refused_with_its_name(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load(env)
+
+
+def test_topics_default_to_four_partitions_one_replica_and_kafkas_seven_days() -> None:
+    settings = load({})
+    assert (settings.topic_partitions, settings.topic_replication_factor) == (4, 1)
+    assert settings.topic_min_insync_replicas == 1
+    assert settings.topic_retention_ms == 7 * 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize(
+    ("raw", "milliseconds"),
+    [("12h", 43_200_000), ("30d", 2_592_000_000), ("90s", 90_000), ("1500", 1500), ("-1", -1)],
+)
+def test_inbound_retention_takes_a_duration_or_minus_one_for_forever(
+    raw: str, milliseconds: int
+) -> None:
+    assert load({"OPTOUT_TOPIC_RETENTION": raw}).topic_retention_ms == milliseconds
+
+
+def test_min_insync_replicas_defaults_to_one_less_than_the_replicas() -> None:
+    assert load({"OPTOUT_TOPIC_REPLICATION_FACTOR": "3"}).topic_min_insync_replicas == 2
+    assert load({"OPTOUT_TOPIC_REPLICATION_FACTOR": "2"}).topic_min_insync_replicas == 1
+    chosen = load({"OPTOUT_TOPIC_REPLICATION_FACTOR": "3", "OPTOUT_TOPIC_MIN_INSYNC_REPLICAS": "3"})
+    assert chosen.topic_min_insync_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OPTOUT_TOPIC_PARTITIONS": "0"}, "OPTOUT_TOPIC_PARTITIONS"),
+        ({"OPTOUT_TOPIC_PARTITIONS": "twelve"}, "OPTOUT_TOPIC_PARTITIONS"),
+        ({"OPTOUT_TOPIC_REPLICATION_FACTOR": "-1"}, "OPTOUT_TOPIC_REPLICATION_FACTOR"),
+        ({"OPTOUT_TOPIC_MIN_INSYNC_REPLICAS": "0"}, "OPTOUT_TOPIC_MIN_INSYNC_REPLICAS"),
+        (
+            {"OPTOUT_TOPIC_REPLICATION_FACTOR": "2", "OPTOUT_TOPIC_MIN_INSYNC_REPLICAS": "3"},
+            "OPTOUT_TOPIC_MIN_INSYNC_REPLICAS",
+        ),
+        ({"OPTOUT_TOPIC_MIN_INSYNC_REPLICAS": "2"}, "OPTOUT_TOPIC_MIN_INSYNC_REPLICAS"),
+        ({"OPTOUT_TOPIC_RETENTION": "a week"}, "OPTOUT_TOPIC_RETENTION"),
+        ({"OPTOUT_TOPIC_RETENTION": "0"}, "OPTOUT_TOPIC_RETENTION"),
+        ({"OPTOUT_TOPIC_RETENTION": "-5"}, "OPTOUT_TOPIC_RETENTION"),
+    ],
+)
+def test_a_bad_topic_setting_is_refused_with_its_name(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load(env)
+
+
+def test_topics_are_shaped_by_the_settings_and_dead_letters_are_kept_until_deleted() -> None:
+    settings = load(
+        {
+            "OPTOUT_TOPIC_PARTITIONS": "12",
+            "OPTOUT_TOPIC_REPLICATION_FACTOR": "3",
+            "OPTOUT_TOPIC_RETENTION": "2d",
+        }
+    )
+    inbound, dead_letter, redrives = kafka.topic_specs(settings)
+    assert (inbound.name, inbound.partitions, inbound.replication_factor) == (
+        "optout.changes.v1",
+        12,
+        3,
+    )
+    assert inbound.configs == {"min.insync.replicas": "2", "retention.ms": "172800000"}
+    assert dead_letter.name == "optout.changes.v1.dead-letter"
+    assert dead_letter.enforced["retention.ms"] == dead_letter.enforced["retention.bytes"] == "-1"
+    assert redrives.name == "optout.changes.v1.dead-letter.redrives"
+    assert redrives.enforced == {"cleanup.policy": "compact"}
