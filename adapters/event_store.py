@@ -6,22 +6,25 @@ SQLite is the embedded default; PostgreSQL is the production store. Tables are c
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+import secrets
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import JSONTranscoder, StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder
-from eventsourcing.sqlite import SQLiteAggregateRecorder
+import psycopg
+from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
 from adapters.settings import ConfigError, Settings
-from domain.application import OptOutLog, StoredEventsOf
+from domain.application import OptOutLog
+from domain.identity import AddressKeys
 
 # Writers own their partitions, so a cached aggregate is current; a stale one is caught by the
 # store's optimistic concurrency (IntegrityError) and the writer then forgets its cache.
@@ -80,6 +83,7 @@ def environment(database_url: str, *, create_table: bool = False) -> dict[str, s
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         env.update(
             PERSISTENCE_MODULE="eventsourcing.sqlite",
+            PROCESS_RECORDER_TOPIC=f"{__name__}:{SQLiteStore.__name__}",
             SQLITE_DBNAME=path,
             SQLITE_LOCK_TIMEOUT="30",
         )
@@ -91,6 +95,7 @@ def environment(database_url: str, *, create_table: bool = False) -> dict[str, s
             )
         env.update(
             PERSISTENCE_MODULE="eventsourcing.postgres",
+            PROCESS_RECORDER_TOPIC=f"{__name__}:{PostgresStore.__name__}",
             POSTGRES_DBNAME=unquote(url.path.strip("/")),
             POSTGRES_HOST=url.hostname,
             POSTGRES_PORT=str(url.port or 5432),
@@ -104,77 +109,341 @@ def environment(database_url: str, *, create_table: bool = False) -> dict[str, s
     raise ConfigError(f"OPTOUT_DATABASE_URL: unsupported scheme {url.scheme!r}")
 
 
+ADDRESS_KEY_FILE = "address.key"
+
+
+def address_keys(settings: Settings) -> AddressKeys:
+    """The keyed hash of addresses: OPTOUT_ADDRESS_KEY, else a key generated once into the
+    state directory (first writer wins; every later process reads the same one)."""
+    if settings.address_key is not None:
+        return AddressKeys(settings.address_key.encode())
+    path = settings.state_dir / ADDRESS_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process was first
+        else:
+            with os.fdopen(descriptor, "w") as key_file:
+                key_file.write(secrets.token_hex(32))
+    try:
+        secret = path.read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"OPTOUT_ADDRESS_KEY: cannot read {path}: {error.strerror}") from None
+    if len(secret) < 32:
+        raise ConfigError(
+            f"OPTOUT_ADDRESS_KEY: {path} holds no usable key (delete it only if "
+            "nothing was recorded with it)"
+        )
+    return AddressKeys(secret.encode())
+
+
 def create_tables(database_url: str) -> None:
     """Creates the event store's tables if missing (idempotent)."""
     OptOutLog(env=environment(database_url, create_table=True)).close()
 
 
 def open_log(settings: Settings, *, writer: bool = False) -> OptOutLog:
-    """The event log on the configured store; writers keep a trusted aggregate cache and load
-    each batch's persons in one read."""
+    """The event log on the configured store; writers keep a trusted aggregate cache."""
     env = environment(settings.database_url)
     if writer:
         env.update(WRITER_CACHE)
-    log = OptOutLog(env=env)
-    if writer:
-        log.stored_events_of = stored_events_reader(log.recorder)
-    return log
+    return OptOutLog(env=env)
 
 
-def stored_events_reader(recorder: object) -> StoredEventsOf | None:
-    """Reads the stored events of many aggregates in one query (eventsourcing reads one)."""
-    if isinstance(recorder, SQLiteAggregateRecorder):
-        return partial(_sqlite_events_of, recorder)
-    if isinstance(recorder, PostgresAggregateRecorder):
-        return partial(_postgres_events_of, recorder)
-    return None
+# The index beside the log (domain.application.Index): the same three tables on both stores.
+CHANGE_IDS = "optout_change_ids"  # event id of every recorded change: one change, one record
+CARRIERS = "optout_carriers"  # which person carries which address (keys only)
+ADDRESSES = "optout_addresses"  # the clear address of each address key: erasable, and erased
 
 
-def _sqlite_events_of(
-    recorder: SQLiteAggregateRecorder, ids: Collection[UUID]
-) -> dict[UUID, list[StoredEvent]]:
-    found: dict[UUID, list[StoredEvent]] = {}
-    id_list = list(ids)
-    with recorder.datastore.transaction(commit=False) as cursor:
-        for start in range(0, len(id_list), _SQLITE_MAX_PARAMETERS):
-            chunk = [i.hex for i in id_list[start : start + _SQLITE_MAX_PARAMETERS]]
-            cursor.execute(
-                f"SELECT originator_id, originator_version, topic, state "  # noqa: S608
-                f"FROM {recorder.events_table_name} "
-                f"WHERE originator_id IN ({','.join('?' * len(chunk))}) "
-                f"ORDER BY originator_id, originator_version",
-                chunk,
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+class SQLiteStore(SQLiteProcessRecorder):
+    """The event log on SQLite, with its index written in the same transaction."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {CHANGE_IDS} (event_id BLOB PRIMARY KEY) WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {CARRIERS} (mailbox TEXT, person_key TEXT, "
+            "PRIMARY KEY (mailbox, person_key)) WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {ADDRESSES} (mailbox TEXT PRIMARY KEY, email TEXT, "
+            "erased_at TEXT)",
+        ]
+
+    @property
+    def snapshots_table_name(self) -> str:
+        return self.events_table_name.replace("events", "snapshots")
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # The library's rows, in one executemany instead of an execute per event (it reads each
+        # lastrowid for notification ids that nothing here reads): the same rows, in the same order.
+        c.executemany(
+            self.insert_events_statement,
+            [
+                (_text_id(event.originator_id), event.originator_version, event.topic, event.state)
+                for event in stored_events
+            ],
+        )
+        tracking: Tracking | None = kwargs.get("tracking")
+        if tracking is not None:
+            self._insert_tracking(c, tracking)
+        change_ids: Sequence[UUID] = kwargs.get("change_ids", ())
+        if change_ids:
+            c.executemany(
+                f"INSERT INTO {CHANGE_IDS} VALUES (?)",  # noqa: S608
+                [(i.bytes,) for i in change_ids],
             )
-            for row in cursor.fetchall():
-                originator_id = UUID(row["originator_id"])
-                found.setdefault(originator_id, []).append(
-                    StoredEvent(
-                        originator_id, row["originator_version"], row["topic"], row["state"]
+        carriers: Sequence[tuple[str, str]] = kwargs.get("carriers", ())
+        if carriers:
+            c.executemany(f"INSERT OR IGNORE INTO {CARRIERS} VALUES (?, ?)", carriers)  # noqa: S608
+        addresses: dict[str, str] = kwargs.get("addresses", {})
+        if addresses:
+            # An erased address stays erased: its row keeps NULL.
+            c.executemany(
+                f"INSERT OR IGNORE INTO {ADDRESSES} (mailbox, email) VALUES (?, ?)",  # noqa: S608
+                list(addresses.items()),
+            )
+        return None
+
+    def recorded_changes(self, event_ids: Collection[UUID]) -> set[UUID]:
+        found: set[UUID] = set()
+        with self.datastore.transaction(commit=False) as c:
+            for chunk in _chunks([i.bytes for i in event_ids], _SQLITE_MAX_PARAMETERS):
+                c.execute(
+                    f"SELECT event_id FROM {CHANGE_IDS} "  # noqa: S608
+                    f"WHERE event_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update(UUID(bytes=row[0]) for row in c.fetchall())
+        return found
+
+    def histories(self, ids: Collection[UUID]) -> dict[UUID, list[StoredEvent]]:
+        found: dict[UUID, list[StoredEvent]] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for chunk in _chunks([i.hex for i in ids], _SQLITE_MAX_PARAMETERS // 2):
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    f"SELECT originator_id, max(originator_version) AS originator_version, "  # noqa: S608
+                    f"topic, state FROM {self.snapshots_table_name} "
+                    f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
+                    chunk,
+                )
+                after = dict.fromkeys(chunk, 0)
+                for row in c.fetchall():
+                    after[row["originator_id"]] = row["originator_version"]
+                    found[UUID(row["originator_id"])] = [_stored(row)]
+                # Persons without a snapshot (most): every event, by the primary key.
+                whole = [i for i, version in after.items() if version == 0]
+                if whole:
+                    c.execute(
+                        f"SELECT originator_id, originator_version, topic, state "  # noqa: S608
+                        f"FROM {self.events_table_name} "
+                        f"WHERE originator_id IN ({','.join('?' * len(whole))}) "
+                        f"ORDER BY originator_id, originator_version",
+                        whole,
                     )
-                )
-    return found
+                    for row in c.fetchall():
+                        found.setdefault(UUID(row["originator_id"]), []).append(_stored(row))
+                for originator_id, version in after.items():
+                    if version == 0:
+                        continue
+                    c.execute(
+                        f"SELECT originator_id, originator_version, topic, state "  # noqa: S608
+                        f"FROM {self.events_table_name} "
+                        f"WHERE originator_id = ? AND originator_version > ? "
+                        f"ORDER BY originator_version",
+                        (originator_id, version),
+                    )
+                    for row in c.fetchall():
+                        found.setdefault(UUID(row["originator_id"]), []).append(_stored(row))
+        return found
 
+    def address(self, mailbox: str) -> str | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT email FROM {ADDRESSES} WHERE mailbox = ?", (mailbox,))  # noqa: S608
+            row = c.fetchone()
+        return None if row is None else row[0]
 
-def _postgres_events_of(
-    recorder: PostgresAggregateRecorder, ids: Collection[UUID]
-) -> dict[UUID, list[StoredEvent]]:
-    statement = SQL(
-        "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-    ).format(
-        schema=Identifier(recorder.datastore.schema),
-        table=Identifier(recorder.events_table_name),
-    )
-    found: dict[UUID, list[StoredEvent]] = {}
-    with recorder.datastore.get_connection() as connection, connection.cursor() as cursor:
-        cursor.execute(statement, [list(ids)])
-        for row in cursor.fetchall():
-            found.setdefault(row["originator_id"], []).append(
-                StoredEvent(
-                    row["originator_id"],
-                    row["originator_version"],
-                    row["topic"],
-                    bytes(row["state"]),
-                )
+    def carriers(self, mailbox: str) -> list[str]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT person_key FROM {CARRIERS} WHERE mailbox = ? ORDER BY person_key",  # noqa: S608
+                (mailbox,),
             )
-    return found
+            return [row[0] for row in c.fetchall()]
+
+    def erase_address(self, mailbox: str) -> bool:
+        """Overwrites the address (secure_delete zeroes the freed bytes), then checkpoints the
+        write-ahead log so no older copy of the page survives in it."""
+        with self.datastore.get_connection(commit=True) as connection:
+            connection.cursor().execute("PRAGMA secure_delete = ON")
+            with connection.transaction(commit=True) as c:
+                c.execute(f"SELECT email FROM {ADDRESSES} WHERE mailbox = ?", (mailbox,))  # noqa: S608
+                row = c.fetchone()
+                c.execute(
+                    f"INSERT INTO {ADDRESSES} (mailbox, email, erased_at) VALUES (?, NULL, ?) "  # noqa: S608
+                    f"ON CONFLICT (mailbox) DO UPDATE SET email = NULL, "
+                    f"erased_at = coalesce({ADDRESSES}.erased_at, excluded.erased_at)",
+                    (mailbox, datetime.now().astimezone().isoformat()),
+                )
+            connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return row is not None and row[0] is not None
+
+
+def _text_id(originator_id: UUID | str) -> str:
+    return originator_id.hex if isinstance(originator_id, UUID) else originator_id
+
+
+def _stored(row: Any) -> StoredEvent:
+    originator_id = row["originator_id"]
+    if not isinstance(originator_id, UUID):
+        originator_id = UUID(originator_id)
+    return StoredEvent(originator_id, row["originator_version"], row["topic"], bytes(row["state"]))
+
+
+class PostgresStore(PostgresProcessRecorder):
+    """The event log on PostgreSQL, with its index written in the same transaction."""
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.sql_create_statements.extend(
+            SQL(statement).format(table=self._table(name))
+            for name, statement in (
+                (CHANGE_IDS, "CREATE TABLE IF NOT EXISTS {table} (event_id uuid PRIMARY KEY)"),
+                (
+                    CARRIERS,
+                    "CREATE TABLE IF NOT EXISTS {table} (mailbox text, person_key text, "
+                    "PRIMARY KEY (mailbox, person_key))",
+                ),
+                (
+                    ADDRESSES,
+                    "CREATE TABLE IF NOT EXISTS {table} (mailbox text PRIMARY KEY, email text, "
+                    "erased_at timestamptz)",
+                ),
+            )
+        )
+
+    def _table(self, name: str) -> SQL | Any:
+        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
+
+    def _insert_events(
+        self, curs: psycopg.Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        change_ids: Sequence[UUID] = kwargs.get("change_ids", ())
+        if change_ids:
+            curs.execute(
+                SQL("INSERT INTO {} SELECT unnest(%s::uuid[])").format(self._table(CHANGE_IDS)),
+                [list(change_ids)],
+            )
+        carriers: Sequence[tuple[str, str]] = kwargs.get("carriers", ())
+        if carriers:
+            curs.execute(
+                SQL(
+                    "INSERT INTO {} SELECT * FROM unnest(%s::text[], %s::text[]) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(self._table(CARRIERS)),
+                [[m for m, _ in carriers], [p for _, p in carriers]],
+            )
+        addresses: dict[str, str] = kwargs.get("addresses", {})
+        if addresses:
+            curs.execute(
+                SQL(
+                    "INSERT INTO {} (mailbox, email) SELECT * FROM unnest(%s::text[], %s::text[]) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(self._table(ADDRESSES)),
+                [list(addresses), list(addresses.values())],
+            )
+
+    def recorded_changes(self, event_ids: Collection[UUID]) -> set[UUID]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL("SELECT event_id FROM {} WHERE event_id = ANY(%s)").format(
+                    self._table(CHANGE_IDS)
+                ),
+                [list(event_ids)],
+            )
+            return {row["event_id"] for row in curs.fetchall()}
+
+    def histories(self, ids: Collection[UUID]) -> dict[UUID, list[StoredEvent]]:
+        snapshots = self.events_table_name.replace("events", "snapshots")
+        found: dict[UUID, list[StoredEvent]] = {}
+        id_list = list(ids)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
+                    "topic, state FROM {} WHERE originator_id = ANY(%s) "
+                    "ORDER BY originator_id, originator_version DESC"
+                ).format(self._table(snapshots)),
+                [id_list],
+            )
+            after = dict.fromkeys(id_list, 0)
+            for row in curs.fetchall():
+                after[row["originator_id"]] = row["originator_version"]
+                found[row["originator_id"]] = [_stored(row)]
+            curs.execute(
+                SQL(
+                    "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {} e "
+                    "JOIN unnest(%s::uuid[], %s::bigint[]) AS b(id, v) "
+                    "ON e.originator_id = b.id AND e.originator_version > b.v "
+                    "ORDER BY e.originator_id, e.originator_version"
+                ).format(self._table(self.events_table_name)),
+                [list(after), list(after.values())],
+            )
+            for row in curs.fetchall():
+                found.setdefault(row["originator_id"], []).append(_stored(row))
+        return found
+
+    def address(self, mailbox: str) -> str | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL("SELECT email FROM {} WHERE mailbox = %s").format(self._table(ADDRESSES)),
+                [mailbox],
+            )
+            row = curs.fetchone()
+        return None if row is None else row["email"]
+
+    def carriers(self, mailbox: str) -> list[str]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL("SELECT person_key FROM {} WHERE mailbox = %s ORDER BY person_key").format(
+                    self._table(CARRIERS)
+                ),
+                [mailbox],
+            )
+            return [row["person_key"] for row in curs.fetchall()]
+
+    def erase_address(self, mailbox: str) -> bool:
+        """Sets the address to NULL, then vacuums the table so the old row version is gone
+        from every copy PostgreSQL keeps for readers (a dump never holds it)."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL("SELECT email FROM {} WHERE mailbox = %s FOR UPDATE").format(
+                    self._table(ADDRESSES)
+                ),
+                [mailbox],
+            )
+            row = curs.fetchone()
+            curs.execute(
+                SQL(
+                    "INSERT INTO {table} (mailbox, email, erased_at) VALUES (%s, NULL, now()) "
+                    "ON CONFLICT (mailbox) DO UPDATE SET email = NULL, "
+                    "erased_at = coalesce({table}.erased_at, excluded.erased_at)"
+                ).format(table=self._table(ADDRESSES)),
+                [mailbox],
+            )
+        with self.datastore.get_connection() as connection:
+            connection.autocommit = True
+            try:
+                connection.execute(SQL("VACUUM {}").format(self._table(ADDRESSES)))
+            finally:
+                connection.autocommit = False
+        return row is not None and row["email"] is not None

@@ -28,9 +28,9 @@ from adapters.inbound_errors import (
 )
 from domain.identity import (
     InvalidSalesforceId,
+    email_hash,
     normalise_email,
     normalise_salesforce_id,
-    person_key,
 )
 
 __all__ = [
@@ -303,8 +303,15 @@ def encode(change: ChangeV1) -> bytes:
 
 
 def kafka_key(change: ChangeV1) -> bytes:
-    """sha256 hex of the person key: same person, same partition; never a clear email."""
-    key = person_key(change.person.person_id, change.person.email)
+    """sha256 hex of `person:<id>`, else of `email:<sha256 of the normalised email>`: same person,
+    same partition. A routing pseudonym, not a secret: producers compute it without our key, so a
+    list of known addresses can find it; the address itself is never in a key."""
+    person = change.person
+    if person.person_id:
+        key = f"person:{person.person_id}"
+    else:
+        assert person.email is not None
+        key = f"email:{email_hash(person.email)}"
     return hashlib.sha256(key.encode()).hexdigest().encode("ascii")
 
 

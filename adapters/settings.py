@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     salesforce_security_token: Secret | None = None
     salesforce_domain: str = "login"
     salesforce_ca_bundle: str | None = None
+    # OPTOUT_ADDRESS_KEY: the secret of the keyed hash that stands in for an email address
+    # (unset: generated once into OPTOUT_STATE_DIR/address.key; every worker must share it).
+    address_key: Secret | None = None
 
     @property
     def topic_redrives(self) -> str:
@@ -113,6 +116,7 @@ ENV_NAMES = {
     "salesforce_security_token": "SALESFORCE_SECURITY_TOKEN",
     "salesforce_domain": "SALESFORCE_DOMAIN",
     "salesforce_ca_bundle": "SALESFORCE_CA_BUNDLE",
+    "address_key": "OPTOUT_ADDRESS_KEY",
 }
 
 
@@ -199,9 +203,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         or f"{topic_inbound}.dead-letter",
         consumer_group=read_setting(env, ENV_NAMES["consumer_group"]) or "optout-sync-ingest",
         group_instance_id=read_setting(env, ENV_NAMES["group_instance_id"]),
+        address_key=_address_key(env),
         **_topics(env),
         **_salesforce(env),
     )
+
+
+def _address_key(env: Mapping[str, str]) -> Secret | None:
+    name = ENV_NAMES["address_key"]
+    raw = read_setting(env, name)
+    if raw is None:
+        return None
+    if len(raw.encode()) < 32:
+        raise ConfigError(f"{name}: the address key must be at least 32 characters of secret")
+    return Secret(raw)
 
 
 class _TopicSettings(TypedDict):

@@ -15,6 +15,7 @@ VERBS: dict[str, str] = {
     "init": "consumers.cli_init:init",
     "ingest": "consumers.cli_ingest:ingest",
     "person": "consumers.cli_person:person",
+    "forget": "consumers.cli_forget:forget",
     "dlq": "consumers.cli_dlq:dlq",
     "demo": "consumers.cli_demo:demo",
 }

@@ -22,9 +22,10 @@ from adapters.inbound import Actor, ChangeV1, Channel, PersonRef, Source, encode
 from adapters.sandbox.runner import running_sandbox
 from adapters.settings import Settings, load
 from consumers import bootstrap
-from consumers.cli_person import load_state, print_state
+from consumers.cli_person import look_up, print_state
 from consumers.ingest import Ingest
 from domain.identity import to_18
+from projections.person_state import AddressLookup
 
 ADA = PersonRef(person_id="demo-ada", email="ada@example.com", salesforce_id="0035g00000AbCdE")
 GRACE = PersonRef(email="grace@example.com")
@@ -113,10 +114,10 @@ def _run(config: Settings, console: Console, timeout: float) -> None:
         f"recorded (ignored), {stats.dead_lettered} dead-lettered\n"
     )
     for identity in ("demo-ada", "grace@example.com"):
-        state = load_state(identity)
-        if state is None:
+        found = look_up(identity)
+        if found is None:
             raise click.ClickException(f"{identity} was not stored")
-        print_state(state, console)
+        print_state(found.address if isinstance(found, AddressLookup) else found, console)
         console.print()
 
     _show_salesforce(config, console)

@@ -1,7 +1,10 @@
-"""`optout-sync person`: one person's opt-out state and history."""
+"""`optout-sync person`: the opt-out answer and history of a person, or of an email address and
+every person that carries it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import click
@@ -10,18 +13,19 @@ from eventsourcing.persistence import OperationalError, ProgrammingError
 from rich.console import Console
 from rich.table import Table
 
+from adapters.event_store import address_keys
 from consumers import bootstrap
+from domain.application import OptOutLog
 from domain.identity import person_key
-from projections.person_state import PersonState, state_of
+from projections.person_state import AddressLookup, PersonState, lookup_address, state_of
 
 
-def load_state(identity: str) -> PersonState | None:
-    """The state of a person given by the sales tool's person id, or by email."""
-    key = person_key(None, identity) if "@" in identity else person_key(identity, None)
-    store = bootstrap.open_store(bootstrap.settings())
+@contextmanager
+def reading() -> Iterator[tuple[OptOutLog, bootstrap.Settings]]:
+    config = bootstrap.settings()
+    store = bootstrap.open_store(config)
     try:
-        person = store.person(key)
-        return None if person is None else state_of(person, store.history(key))
+        yield store, config
     except (OperationalError, ProgrammingError) as error:
         raise click.ClickException(
             f"the event store cannot be read ({error}); has anything been ingested yet?"
@@ -30,18 +34,34 @@ def load_state(identity: str) -> PersonState | None:
         store.close()
 
 
+def look_up(identity: str) -> PersonState | AddressLookup | None:
+    """A person given by the sales tool's person id, or an address with its persons."""
+    with reading() as (store, config):
+        if "@" in identity:
+            return lookup_address(store, address_keys(config).key_of(identity))
+        return state_of(store, person_key(identity))
+
+
 @click.command()
 @click.argument("identity")
-@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 def person(identity: str, as_json: bool) -> None:
-    """Show the opt-out state of IDENTITY: a person id, or an email address."""
-    state = load_state(identity)
-    if state is None:
-        raise click.ClickException("no such person in the event log")
+    """Show the opt-out answer of IDENTITY: a person id, or an email address (with every person
+    that carries it)."""
+    found = look_up(identity)
+    if found is None:
+        raise click.ClickException("no such person or address in the event log")
     if as_json:
-        click.echo(msgspec.json.encode(state).decode())
+        click.echo(msgspec.json.encode(found).decode())
         return
-    print_state(state)
+    console = Console(width=None if Console().is_terminal else 120)
+    if isinstance(found, AddressLookup):
+        print_state(found.address, console)
+        for carrier in found.persons:
+            console.print()
+            print_state(carrier, console)
+    else:
+        print_state(found, console)
 
 
 def utc(moment: datetime, *, milliseconds: bool = False) -> str:
@@ -59,9 +79,24 @@ def print_state(state: PersonState, console: Console | None = None) -> None:
     status = "[bold red]opted out[/]" if state.opted_out else "[green]subscribed[/]"
     if state.pending_link:
         status += " [yellow](pending link: no Salesforce id yet)[/]"
-    console.print(f"[bold]{state.person_key}[/]  {status}")
-    if state.opted_out and state.opted_out_at:
-        console.print(f"  since {utc(state.opted_out_at)} via {state.opted_out_source}")
+    title = state.person_key if state.kind == "person" else _address_title(state)
+    console.print(f"[bold]{title}[/]  {status}")
+    if state.opted_out_by_addresses:
+        console.print(
+            "  opted out by the address it carries (an unsubscribe its recipient made, which "
+            "no removal on this person undoes)"
+        )
+    if state.latest_unsubscribe is not None:
+        mark = state.latest_unsubscribe
+        console.print(f"  latest unsubscribe {utc(mark.occurred_at)} via {mark.source}")
+    if state.latest_removal is not None:
+        mark = state.latest_removal
+        console.print(f"  latest removal     {utc(mark.occurred_at)} via {mark.source}")
+    if state.kind == "person" and state.addresses:
+        shown = ", ".join(a.email or f"{a.key[:18]}… (erased)" for a in state.addresses)
+        console.print(f"  addresses: {shown}")
+    if state.carried_by:
+        console.print(f"  carried by: {', '.join(state.carried_by)}")
     console.print(f"  Salesforce id: {state.salesforce_id or '-'}")
     table = Table()
     # Times never wrap: a date split from its time is easily misread.
@@ -78,4 +113,10 @@ def print_state(state: PersonState, console: Console | None = None) -> None:
             entry.channel,
             utc(entry.recorded_at, milliseconds=True),
         )
-    console.print(table)
+    if state.history:
+        console.print(table)
+
+
+def _address_title(state: PersonState) -> str:
+    email = state.addresses[0].email if state.addresses else None
+    return f"address {email}" if email else f"address {state.person_key[:22]}… (erased)"

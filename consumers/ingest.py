@@ -21,18 +21,25 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.structs import OffsetAndMetadata
 
 from adapters import dead_letter, kafka
+from adapters.event_store import address_keys
 from adapters.inbound import ChangeV1, ContractError, decode
 from adapters.settings import Settings
 from domain.application import Change, ChangeKind, OptOutLog, problem
-from domain.identity import person_key
+from domain.identity import AddressKeys, person_key
 from domain.person import Provenance
 
 log = logging.getLogger(__name__)
 _WRITE_ATTEMPTS = 10
 
 
-def to_change(message: ChangeV1) -> Change:
-    """The domain's view of a validated inbound message."""
+def to_change(message: ChangeV1, keys: AddressKeys) -> Change:
+    """The domain's view of a validated inbound message: a person id names a person, an email
+    alone names the address; the clear address travels only to the erasable index."""
+    email = message.person.email
+    mailbox = keys.key_of(email) if email is not None else None
+    person_id = message.person.person_id
+    key = person_key(person_id) if person_id else mailbox
+    assert key is not None  # the contract refuses a person with neither
     how = Provenance(
         event_id=message.event_id,
         source=message.source,
@@ -45,9 +52,10 @@ def to_change(message: ChangeV1) -> Change:
     )
     return Change(
         kind=ChangeKind(message.type),
-        person_key=person_key(message.person.person_id, message.person.email),
+        person_key=key,
         how=how,
-        email=message.person.email,
+        mailbox=mailbox,
+        email=email,
         salesforce_id=message.person.salesforce_id,
     )
 
@@ -94,9 +102,11 @@ class Ingest:
         *,
         consumer: KafkaConsumer | None = None,
         producer: KafkaProducer | None = None,
+        keys: AddressKeys | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.keys = keys or address_keys(settings)
         self.listener = _Rebalances()
         self.consumer = consumer or kafka.consumer(settings)
         self.consumer.subscribe([settings.topic_inbound], listener=self.listener)
@@ -208,7 +218,8 @@ class Ingest:
         rejected = 0
         for record in records:
             try:
-                change = to_change(decode(record.value, max_skew=self.settings.max_clock_skew))
+                message = decode(record.value, max_skew=self.settings.max_clock_skew)
+                change = to_change(message, self.keys)
             except ContractError as error:
                 self._dead_letter(tp, record, error.code, error.reason)
                 rejected += 1

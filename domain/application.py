@@ -1,12 +1,20 @@
 """The application service that records changes: a batch of changes, stored atomically with the
-position it came from, so that a redelivered batch writes nothing."""
+position it came from, so that a redelivered batch writes nothing; and the readers of one
+person's or one address's answer.
+
+Beside the log, in the same transaction, the store keeps an index (the `Index` port): the event id
+of every recorded change (so the same change arriving under another key is recognised), which
+persons carry which address, and each address in clear — the one erasable place it lives.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+import contextlib
+import logging
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.application import (
@@ -16,26 +24,32 @@ from eventsourcing.application import (
     ProcessingEvent,
     project_aggregate,
 )
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Tracking
 from eventsourcing.projection import EventSourcedProjection
 
-from domain.identity import aggregate_id, record_type
-from domain.person import Person, Provenance
+from domain.identity import aggregate_id, is_address, record_type
+from domain.person import Person, Provenance, Standing, address_state, standing
+from domain.rule import ChangeKind, MarkAsDict, OptOut, OptOutAsDict
 
+__all__ = ["Change", "ChangeBatch", "ChangeKind", "Index", "OptOutLog", "problem"]
 
-class ChangeKind(StrEnum):
-    UNSUBSCRIBED = "unsubscribed"
-    UNSUBSCRIBE_REMOVED = "unsubscribe_removed"
-    PERSON_LINKED = "person_linked"
+log = logging.getLogger(__name__)
+SNAPSHOT_EVERY = 100  # events: a person with 10,000 changes loads like one with 100
+# Anything that looks like an email address, in free text that is stored for good.
+_ADDRESS_LIKE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
 
 
 @dataclass(frozen=True)
 class Change:
-    """One requested change to one person, in the domain's words."""
+    """One requested change, in the domain's words. `person_key` is `person:<id>`, or the
+    address key when the change names only an email; `mailbox` is the key of the address it
+    names, `email` that address in clear (kept only in the erasable index)."""
 
     kind: ChangeKind
     person_key: str
     how: Provenance
+    mailbox: str | None = None
     email: str | None = None
     salesforce_id: str | None = None
 
@@ -48,42 +62,141 @@ class ChangeBatch:
     recorded: int = 0
     duplicates: int = 0
     persons: dict[UUID, Person] = field(default_factory=dict)
+    # Look the change ids up before applying (after the store refused an optimistic attempt).
+    look_up_recorded: bool = False
 
 
-# A port: the stored events of many persons in one read (the store adapter provides it).
-StoredEventsOf = Callable[[Collection[UUID]], Mapping[UUID, Sequence[StoredEvent]]]
+@runtime_checkable
+class Index(Protocol):
+    """What the store keeps beside the log, written in the same transaction as a batch's events
+    (`record` passes `change_ids`, `addresses` and `carriers` to the recorder)."""
+
+    def recorded_changes(self, event_ids: Collection[UUID]) -> set[UUID]:
+        """Which of these inbound event ids are already recorded."""
+
+    def histories(self, ids: Collection[UUID]) -> Mapping[UUID, Sequence[StoredEvent]]:
+        """For each aggregate: its latest snapshot (if any) and the events after it, in order."""
+
+    def address(self, mailbox: str) -> str | None:
+        """The clear address of a mailbox key, unless erased."""
+
+    def carriers(self, mailbox: str) -> list[str]:
+        """The keys of the persons that carry this address."""
+
+    def erase_address(self, mailbox: str) -> bool:
+        """Deletes the clear address for good; True if there was one."""
 
 
 class OptOutLog(EventSourcedProjection[UUID]):
-    """The event log of every person's opt-out changes."""
+    """Records changes to persons and addresses, and reads their answers."""
 
     name = "optout"
-    # When set, a batch loads all its persons in one read instead of one read per person.
-    stored_events_of: StoredEventsOf | None = None
+    snapshotting_intervals = {Person: SNAPSHOT_EVERY}
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        if not isinstance(self.recorder, Index):
+            raise TypeError(
+                f"{type(self.recorder).__name__} does not keep the index beside the log "
+                "(set PROCESS_RECORDER_TOPIC to one of adapters.event_store's recorders)"
+            )
+        self.index: Index = self.recorder
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(MarkAsDict())
+        transcoder.register(OptOutAsDict())
 
     def record(self, changes: Sequence[Change], position: Tracking | None = None) -> ChangeBatch:
         """Stores the changes (and the position they came from) in one transaction.
 
-        Raises eventsourcing's IntegrityError when the position was already recorded or a
-        person was changed concurrently: nothing is written then.
+        Raises eventsourcing's IntegrityError when the position was already recorded, a person
+        was changed concurrently or a change was recorded concurrently under another key:
+        nothing is written then.
         """
         batch = ChangeBatch(changes)
-        self.process_event(batch, position)  # type: ignore[arg-type]
+        try:
+            # Optimistic: a change recorded before is rare (redelivery is caught by the position),
+            # and the unique index of change ids refuses it if it comes.
+            self.process_event(batch, position)  # type: ignore[arg-type]
+        except IntegrityError:
+            self.evict(batch.persons)  # they may hold events that were never stored
+            batch = ChangeBatch(changes, look_up_recorded=True)
+            try:
+                self.process_event(batch, position)  # type: ignore[arg-type]
+            except IntegrityError:
+                self.evict(batch.persons)
+                raise
         return batch
+
+    def evict(self, person_ids: Collection[UUID]) -> None:
+        """Drops these persons from the writer's cache: the next batch reads them from the store."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for person_id in person_ids:
+            with contextlib.suppress(KeyError):
+                cache.get(person_id, evict=True)
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch: ChangeBatch = domain_event
-        self._load_persons(batch)
+        known = (
+            self.index.recorded_changes({c.how.event_id for c in batch.changes})
+            if batch.look_up_recorded
+            else set()
+        )
+        fresh: list[Change] = []
         for change in batch.changes:
-            person = self._person_for(batch, change.person_key)
-            if _apply(person, change):
-                batch.recorded += 1
-            else:
+            if change.how.event_id in known:
                 batch.duplicates += 1
+            else:
+                known.add(change.how.event_id)
+                fresh.append(change)
+        self._load_persons(batch, fresh)
+        addresses: dict[str, str] = {}
+        carriers: set[tuple[str, str]] = set()
+        for change in fresh:
+            person = batch.persons[aggregate_id(change.person_key)]
+            # Only a link the person did not have yet (an address: its first change) is new to
+            # the index.
+            if change.mailbox == change.person_key:
+                new_link = person.own == OptOut() and person.salesforce_id is None
+            else:
+                new_link = change.mailbox is not None and change.mailbox not in person.mailboxes
+            _apply(person, change)
+            batch.recorded += 1
+            if new_link and change.mailbox is not None:
+                if change.email is not None:
+                    addresses[change.mailbox] = change.email
+                if change.mailbox != change.person_key:
+                    carriers.add((change.mailbox, change.person_key))
         for person_id, person in batch.persons.items():
             # Collected by hand: collect_events() checks a runtime Protocol per item, which is slow.
             processing_event.events.extend(person.collect_events())
             processing_event.aggregates[person_id] = person
+        processing_event.saved_kwargs.update(
+            change_ids=[change.how.event_id for change in fresh],
+            addresses=addresses,
+            carriers=sorted(carriers),
+        )
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshots from the aggregates in hand (no re-read), when a batch crosses an interval.
+        A snapshot is an optimisation: failing to write one never fails the batch."""
+        if self.snapshots is None:
+            return
+        crossed = {}
+        for event in processing_event.events:
+            if event.originator_version % SNAPSHOT_EVERY == 0:
+                crossed[event.originator_id] = processing_event.aggregates.get(event.originator_id)
+        snapshots = [Snapshot.take(person) for person in crossed.values() if person is not None]
+        if snapshots:
+            try:
+                self.snapshots.put(snapshots)
+            except Exception as error:
+                log.warning("could not store %d snapshots: %s", len(snapshots), error)
+
+    # Reading.
 
     def person(self, key: str) -> Person | None:
         try:
@@ -91,6 +204,40 @@ class OptOutLog(EventSourcedProjection[UUID]):
         except AggregateNotFoundError:
             return None
         return person
+
+    def standing(self, key: str) -> tuple[Person | None, Standing]:
+        """A person's or an address's one answer (see `domain.person`)."""
+        if is_address(key):
+            return self._address_standing(key)
+        person = self.person(key)
+        if person is None:
+            return None, Standing(opted_out=False, own=OptOut())
+        states = {mailbox: self._address_standing(mailbox)[1].own for mailbox in person.mailboxes}
+        return person, standing(person, states)
+
+    def _address_standing(self, key: str) -> tuple[Person | None, Standing]:
+        address = self.person(key)
+        carriers = [p for p in map(self.person, self.index.carriers(key)) if p is not None]
+        state = address_state(address, key, carriers)
+        linked = address.salesforce_id if address is not None else None
+        linked = linked or next((c.salesforce_id for c in carriers if c.salesforce_id), None)
+        return address, Standing(opted_out=state.opted_out, own=state, salesforce_id=linked)
+
+    def carriers(self, mailbox: str) -> list[str]:
+        return self.index.carriers(mailbox)
+
+    def address(self, mailbox: str) -> str | None:
+        return self.index.address(mailbox)
+
+    def forget(self, key: str) -> list[str]:
+        """Erases the clear address(es) of a person or an address; the opt-out, the keyed hash
+        and the audit stay. Returns the mailbox keys whose address was erased."""
+        if is_address(key):
+            mailboxes = [key]
+        else:
+            person = self.person(key)
+            mailboxes = list(person.mailboxes) if person is not None else []
+        return [mailbox for mailbox in mailboxes if self.index.erase_address(mailbox)]
 
     def history(self, key: str) -> Iterator[Person.Event]:
         """Every stored event of a person, oldest first."""
@@ -113,7 +260,7 @@ class OptOutLog(EventSourcedProjection[UUID]):
                 return
             start = notifications[-1].id
 
-    def positions(self, sources: Iterable[str]) -> dict[str, int]:
+    def positions(self, sources: Collection[str]) -> dict[str, int]:
         """The last recorded position of each source, -1 where none is recorded yet."""
         recorded = {source: self.position(source) for source in sources}
         return {source: -1 if at is None else at for source, at in recorded.items()}
@@ -130,11 +277,9 @@ class OptOutLog(EventSourcedProjection[UUID]):
         """The last recorded position (e.g. Kafka offset) of a source like `topic:partition`."""
         return self.recorder.max_tracking_id(source)
 
-    def _load_persons(self, batch: ChangeBatch) -> None:
-        """Loads every person the batch touches in one read, when the store offers it."""
-        if self.stored_events_of is None:
-            return
-        keys = {aggregate_id(change.person_key): change.person_key for change in batch.changes}
+    def _load_persons(self, batch: ChangeBatch, changes: Sequence[Change]) -> None:
+        """Loads every person the batch touches in one read (cached ones from the cache)."""
+        keys = {aggregate_id(change.person_key): change.person_key for change in changes}
         cache = self.repository.cache
         if cache is not None:
             for person_id in list(keys):
@@ -145,7 +290,7 @@ class OptOutLog(EventSourcedProjection[UUID]):
                 assert isinstance(cached, Person)
                 batch.persons[person_id] = cached
                 del keys[person_id]
-        stored = self.stored_events_of(list(keys)) if keys else {}
+        stored = self.index.histories(list(keys)) if keys else {}
         for person_id, key in keys.items():
             if person_id in stored:
                 events = map(self.mapper.to_domain_event, stored[person_id])
@@ -154,12 +299,6 @@ class OptOutLog(EventSourcedProjection[UUID]):
                 batch.persons[person_id] = person
             else:
                 batch.persons[person_id] = Person.register(key)
-
-    def _person_for(self, batch: ChangeBatch, key: str) -> Person:
-        person_id = aggregate_id(key)
-        if person_id not in batch.persons:
-            batch.persons[person_id] = self.person(key) or Person.register(key)
-        return batch.persons[person_id]
 
 
 def problem(change: Change) -> str | None:
@@ -179,13 +318,35 @@ def problem(change: Change) -> str | None:
     return None
 
 
-def _apply(person: Person, change: Change) -> bool:
+def without_addresses(how: Provenance) -> Provenance:
+    """Free text is stored for good: anything shaped like an address is replaced, and so is a
+    recipient's own id or name when it is one."""
+    reason = how.reason and _ADDRESS_LIKE.sub("<address>", how.reason)
+    actor_id, actor_name = how.actor_id, how.actor_name
+    if how.actor_kind == "recipient":
+        actor_id = actor_id and _ADDRESS_LIKE.sub("<address>", actor_id)
+        actor_name = actor_name and _ADDRESS_LIKE.sub("<address>", actor_name)
+    if (reason, actor_id, actor_name) == (how.reason, how.actor_id, how.actor_name):
+        return how
+    return Provenance(
+        how.event_id,
+        how.source,
+        how.actor_kind,
+        actor_id,
+        actor_name,
+        how.channel,
+        how.occurred_at,
+        reason,
+    )
+
+
+def _apply(person: Person, change: Change) -> None:
+    how = without_addresses(change.how)
     if change.kind is ChangeKind.UNSUBSCRIBED:
-        return person.unsubscribe(
-            change.how, email=change.email, salesforce_id=change.salesforce_id
-        )
-    if change.kind is ChangeKind.UNSUBSCRIBE_REMOVED:
-        return person.remove_unsubscribe(change.how)
-    if change.salesforce_id is None:
+        person.unsubscribe(how, mailbox=change.mailbox, salesforce_id=change.salesforce_id)
+    elif change.kind is ChangeKind.UNSUBSCRIBE_REMOVED:
+        person.remove_unsubscribe(how, mailbox=change.mailbox)
+    elif change.salesforce_id is None:
         raise ValueError("linking a person needs a Salesforce id")
-    return person.link_salesforce(change.how, change.salesforce_id)
+    else:
+        person.link_salesforce(how, change.salesforce_id, mailbox=change.mailbox)

@@ -1,4 +1,16 @@
-"""Who a person is: the sales tool's person id, else the normalised email (hashed, never stored as an id).
+"""Who a person is, and what stands in for an email address.
+
+The identity model:
+- A **person** is the sales tool's person id: key `person:<id>`.
+- An **address** (a mailbox) is a normalised email (trimmed, lower-cased), known by its keyed
+  hash: key `email:<HMAC-SHA256 hex>`. A change that names only an email is a change to the
+  address itself; the address is then "the person" of that change.
+- A change that names a person id *and* an email links the two: the person carries the address.
+  The link is recorded by the change itself (every change event names its `mailbox`) and is
+  indexed beside the log, so an address finds every person that carries it.
+- The clear address is never an aggregate id, never in an event, never in a log line at INFO: it
+  lives only in an erasable table beside the log (`forget` deletes it). The keyed hash cannot be
+  reversed from a list of known addresses without the key, which lives outside the store.
 
 Also Salesforce record ids: 15-character ids are case-sensitive; the 18-character form appends a
 3-character checksum that makes them case-safe. Contact ids start `003`, Lead ids `00Q`.
@@ -7,6 +19,7 @@ Also Salesforce record ids: 15-character ids are case-sensitive; the 18-characte
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import uuid
 from enum import StrEnum
@@ -16,6 +29,8 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _ID_CHARS = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 # A fixed namespace so the same person key always maps to the same aggregate id.
 PERSON_NAMESPACE = uuid.UUID("6f1c1f6e-8a51-4e55-9d0b-0f3f5c7d2a11")
+PERSON_PREFIX = "person:"
+ADDRESS_PREFIX = "email:"
 
 
 class InvalidSalesforceId(ValueError):
@@ -73,20 +88,47 @@ def normalise_email(email: str) -> str:
 
 
 def email_hash(email: str) -> str:
-    """A stable pseudonym for an email: what logs, ids and Kafka keys carry instead of it."""
+    """The unkeyed sha256 of a normalised email: only the Kafka key contract uses it (a routing
+    pseudonym chosen by producers, who do not hold the address key)."""
     return hashlib.sha256(normalise_email(email).encode()).hexdigest()
 
 
-def person_key(person_id: str | None, email: str | None) -> str:
-    """The person's identity: `person:<id>` when the sales tool gave one, else `email:<sha256>`."""
-    if person_id:
-        return f"person:{person_id}"
-    if email:
-        return f"email:{email_hash(email)}"
-    raise ValueError("a person is identified by a person id or an email")
+class AddressKeys:
+    """Keyed hashes of email addresses (HMAC-SHA256): the stand-in for an address everywhere."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the address key must be at least 16 bytes")
+        self._secret = secret
+        self._cache: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return "AddressKeys(<secret>)"
+
+    def key_of(self, email: str) -> str:
+        """`email:<32 hex digits of HMAC-SHA256>` of the normalised address."""
+        normalised = normalise_email(email)
+        key = self._cache.get(normalised)
+        if key is None:
+            # HMAC-SHA256 truncated to 128 bits (RFC 2104 allows it): shorter keys in every event.
+            digest = hmac.digest(self._secret, normalised.encode(), "sha256")
+            key = ADDRESS_PREFIX + digest[:16].hex()
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            self._cache[normalised] = key
+        return key
+
+
+def person_key(person_id: str) -> str:
+    """The key of a person known by the sales tool's id."""
+    return PERSON_PREFIX + person_id
+
+
+def is_address(key: str) -> bool:
+    return key.startswith(ADDRESS_PREFIX)
 
 
 @lru_cache(maxsize=65536)
 def aggregate_id(key: str) -> uuid.UUID:
-    """The event-store id of a person, derived from the person key (never from a clear email)."""
+    """The event-store id of a person or address, from its key (never from a clear email)."""
     return uuid.uuid5(PERSON_NAMESPACE, key)

@@ -1,25 +1,38 @@
-"""The person aggregate: one per person, holding their opt-out state and its full history.
+"""The person aggregate: one per person (or per address), holding what the opt-out rule needs and
+the full history of changes.
 
-Rules kept here:
-- every accepted change is stored exactly once: a change whose inbound event id was seen is ignored;
-- unsubscribe wins: a repeated unsubscribe is kept for the audit but does not flip state;
-- removing an unsubscribe is deliberate and audited (actor and reason) and is never synced;
-- state follows when changes happened, not when they arrived: an unsubscribe that occurred
-  before a removal, or a removal that occurred before the unsubscribe it would undo, is kept
-  for the audit only (changes of one person can reach us through different partitions);
-- a person without a Salesforce id is "pending link" until one arrives.
+Rules kept here (the opt-out rule itself is `domain.rule`):
+- a person's own state is the fold of their own changes: latest unsubscribe against latest
+  removal, by when they occurred, a tie to the unsubscribe;
+- one mailbox, one answer: an unsubscribe the recipient made (actor kind `recipient`) for an
+  address applies to that address wherever it appears; a change naming only an email applies to
+  the address itself. A person is opted out when their own state says so *or* any address they
+  carry is opted out. A removal applies only to what it names: a removal on a person never undoes
+  an address's opt-out; remove it on the address (a change naming only the email) if the
+  recipient asked;
+- a change's time never exceeds the moment it is recorded (a future time is capped: the contract
+  refuses anything beyond a small clock skew);
+- removing an unsubscribe is deliberate and audited (a named user and a reason), and is never
+  synced to Salesforce;
+- the Salesforce id is the one named by the latest change that names one (by occurred time), so a
+  late, older change cannot re-point the link;
+- a person without a Salesforce id who is opted out is "pending link" until one arrives.
+Duplicates (the same inbound event id, under any key) are refused by the application service
+against the store's index of recorded event ids, not by the aggregate: its memory stays bounded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.identity import aggregate_id, record_type
+from domain.identity import aggregate_id, is_address, record_type
+from domain.rule import Mark, OptOut, later
 
 
 @dataclass(frozen=True)
@@ -36,13 +49,19 @@ class Provenance:
     reason: str | None = None
 
 
+def _added_mailbox(state: dict[str, Any]) -> None:
+    state["mailbox"] = None
+
+
 class Person(Aggregate):
     class Registered(Aggregate.Created):
         key: str
 
     class Changed(Aggregate.Event):
-        """Fields every recorded change carries: its provenance."""
+        """Fields every recorded change carries: its provenance, and the address it named (its
+        key; the clear address is never in an event)."""
 
+        class_version = 2
         event_id: UUID
         source: str
         actor_kind: str
@@ -51,41 +70,46 @@ class Person(Aggregate):
         channel: str
         occurred_at: datetime
         reason: str | None
+        mailbox: str | None
+
+        upcast_v1_v2 = staticmethod(_added_mailbox)  # 0.1 events named no address key
+
+        @property
+        def mark(self) -> Mark:
+            return Mark(self.occurred_at, self.event_id, self.source)
 
     class Unsubscribed(Changed):
-        email: str | None
         salesforce_id: str | None
 
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # 0.1 stored the clear address; its keyed hash cannot be derived without the key.
+            state.pop("email", None)
+            _added_mailbox(state)
+
         def apply(self, person: Person) -> None:
-            person.seen_event_ids.add(self.event_id)
-            if self.email:
-                person.email = self.email
+            mark = self.mark
+            person.own = person.own.unsubscribed(mark)
+            person.carry(self.mailbox)
+            if self.mailbox and self.actor_kind == "recipient" and self.mailbox != person.key:
+                person.by_recipient[self.mailbox] = later(
+                    person.by_recipient.get(self.mailbox), mark
+                )
             if self.salesforce_id:
-                person.salesforce_id = self.salesforce_id
-            if person.removed_at is not None and self.occurred_at <= person.removed_at:
-                return  # it happened before the removal that is now in force
-            if not person.opted_out:  # unsubscribe wins: the first stands, repeats are audit only
-                person.opted_out = True
-                person.opted_out_at = self.occurred_at
-                person.opted_out_source = self.source
+                person.link(self.salesforce_id, mark)
 
     class UnsubscribeRemoved(Changed):
         def apply(self, person: Person) -> None:
-            person.seen_event_ids.add(self.event_id)
-            if person.opted_out_at is not None and self.occurred_at < person.opted_out_at:
-                return  # it happened before the unsubscribe now in force, which stands
-            person.opted_out = False
-            person.opted_out_at = None
-            person.opted_out_source = None
-            person.removed_at = max(person.removed_at or self.occurred_at, self.occurred_at)
+            person.own = person.own.removed(self.mark)
+            person.carry(self.mailbox)
 
     class SalesforceLinked(Changed):
         salesforce_id: str
         previous_salesforce_id: str | None
 
         def apply(self, person: Person) -> None:
-            person.seen_event_ids.add(self.event_id)
-            person.salesforce_id = self.salesforce_id
+            person.carry(self.mailbox)
+            person.link(self.salesforce_id, self.mark)
 
     @staticmethod
     def create_id(key: str) -> UUID:
@@ -99,57 +123,57 @@ class Person(Aggregate):
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.opted_out = False
-        self.opted_out_at: datetime | None = None
-        self.opted_out_source: str | None = None
-        self.removed_at: datetime | None = None
-        self.email: str | None = None
+        self.own = OptOut()
+        # The latest unsubscribe this person's recipient made for each address they carry.
+        self.by_recipient: dict[str, Mark] = {}
+        self.mailboxes: list[str] = []  # keys of the addresses this person carries
         self.salesforce_id: str | None = None
-        self.seen_event_ids: set[UUID] = set()
+        self.salesforce_mark: Mark | None = None
 
     @property
-    def pending_link(self) -> bool:
-        return self.opted_out and self.salesforce_id is None
+    def is_address(self) -> bool:
+        return is_address(self.key)
 
-    def has_seen(self, event_id: UUID) -> bool:
-        return event_id in self.seen_event_ids
+    @property
+    def opted_out(self) -> bool:
+        """This person's own state (see `standing` for the answer that includes addresses)."""
+        return self.own.opted_out
 
-    # Commands: each returns False when the change was already recorded (a redelivery).
+    def carry(self, mailbox: str | None) -> None:
+        if mailbox and mailbox != self.key and mailbox not in self.mailboxes:
+            self.mailboxes.append(mailbox)
+
+    def link(self, salesforce_id: str, mark: Mark) -> None:
+        if self.salesforce_mark is None or later(self.salesforce_mark, mark) is mark:
+            self.salesforce_id, self.salesforce_mark = salesforce_id, mark
+
+    # Commands. Duplicates are refused before they get here (see the module docstring).
 
     def unsubscribe(
-        self, how: Provenance, email: str | None = None, salesforce_id: str | None = None
-    ) -> bool:
-        if self.has_seen(how.event_id):
-            return False
+        self, how: Provenance, *, mailbox: str | None = None, salesforce_id: str | None = None
+    ) -> None:
         if salesforce_id is not None:
             record_type(salesforce_id)
-        self.trigger_event(
-            self.Unsubscribed, **_fields(how), email=email, salesforce_id=salesforce_id
-        )
-        return True
+        self.trigger_event(self.Unsubscribed, **_fields(how, mailbox), salesforce_id=salesforce_id)
 
-    def remove_unsubscribe(self, how: Provenance) -> bool:
-        if self.has_seen(how.event_id):
-            return False
+    def remove_unsubscribe(self, how: Provenance, *, mailbox: str | None = None) -> None:
         if how.actor_kind != "user" or not how.actor_id or not how.reason:
             raise ValueError("removing an unsubscribe needs a named user and a reason")
-        self.trigger_event(self.UnsubscribeRemoved, **_fields(how))
-        return True
+        self.trigger_event(self.UnsubscribeRemoved, **_fields(how, mailbox))
 
-    def link_salesforce(self, how: Provenance, salesforce_id: str) -> bool:
-        if self.has_seen(how.event_id):
-            return False
+    def link_salesforce(
+        self, how: Provenance, salesforce_id: str, *, mailbox: str | None = None
+    ) -> None:
         record_type(salesforce_id)
         self.trigger_event(
             self.SalesforceLinked,
-            **_fields(how),
+            **_fields(how, mailbox),
             salesforce_id=salesforce_id,
             previous_salesforce_id=self.salesforce_id,
         )
-        return True
 
 
-def _fields(how: Provenance) -> dict[str, Any]:
+def _fields(how: Provenance, mailbox: str | None) -> dict[str, Any]:
     return {
         "event_id": how.event_id,
         "source": how.source,
@@ -157,6 +181,46 @@ def _fields(how: Provenance) -> dict[str, Any]:
         "actor_id": how.actor_id,
         "actor_name": how.actor_name,
         "channel": how.channel,
-        "occurred_at": how.occurred_at,
+        "occurred_at": min(how.occurred_at, datetime.now(UTC)),
         "reason": how.reason,
+        "mailbox": mailbox,
     }
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The one answer for a person or an address: opted out or not, and what decides it."""
+
+    opted_out: bool
+    own: OptOut
+    # Each address that opts this person out, with its state; for an address, its carriers'
+    # recipient unsubscribes are folded into `own`.
+    by_address: dict[str, OptOut] = field(default_factory=dict)
+    salesforce_id: str | None = None
+
+    @property
+    def pending_link(self) -> bool:
+        return self.opted_out and self.salesforce_id is None
+
+
+def address_state(address: Person | None, key: str, carriers: Iterable[Person]) -> OptOut:
+    """An address's own fold: the changes made to the address itself and every unsubscribe its
+    recipient made for it under any person."""
+    state = address.own if address is not None else OptOut()
+    for carrier in carriers:
+        mark = carrier.by_recipient.get(key)
+        if mark is not None:
+            state = state.unsubscribed(mark)
+    return state
+
+
+def standing(person: Person, addresses: Mapping[str, OptOut]) -> Standing:
+    """A person's answer: their own state, or any carried address's (`addresses` maps each
+    mailbox the person carries to its `address_state`)."""
+    opting_out = {key: state for key, state in addresses.items() if state.opted_out}
+    return Standing(
+        opted_out=person.own.opted_out or bool(opting_out),
+        own=person.own,
+        by_address=opting_out,
+        salesforce_id=person.salesforce_id,
+    )

@@ -1,4 +1,9 @@
-"""The per-person opt-out state as readers see it (command line, analytics)."""
+"""The answer for a person or an address as readers see it (command line, analytics): the one
+answer of the opt-out rule, what decides it, and the history.
+
+(Built on demand from the aggregates for now; the materialised read models come with the
+projections issue.)
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,20 @@ from datetime import datetime
 
 import msgspec
 
-from domain.person import Person
+from domain.application import OptOutLog
+from domain.identity import is_address
+from domain.person import Person, Standing
+from domain.rule import Mark
+
+
+class MarkView(msgspec.Struct, frozen=True, kw_only=True):
+    occurred_at: datetime
+    source: str
+    event_id: str
 
 
 class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
-    change: str  # unsubscribed | unsubscribe_removed | salesforce_linked
+    change: str  # unsubscribed | unsubscribe_removed | person_linked
     source: str
     actor: str
     channel: str
@@ -19,27 +33,82 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     recorded_at: datetime
     event_id: str
     reason: str | None = None
+    address: str | None = None  # the key of the address the change named
+
+
+class AddressView(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    email: str | None  # None once erased (`optout-sync forget`)
+    opted_out: bool
 
 
 class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     person_key: str
-    opted_out: bool
-    opted_out_at: datetime | None
-    opted_out_source: str | None
+    kind: str  # person | address
+    opted_out: bool  # the one answer: own changes, or any address the person carries
+    own_opted_out: bool
+    latest_unsubscribe: MarkView | None
+    latest_removal: MarkView | None
+    opted_out_by_addresses: list[str]  # keys of carried addresses that opt this person out
+    addresses: list[AddressView]
+    carried_by: list[str]  # for an address: the persons that carry it
     salesforce_id: str | None
     pending_link: bool
     version: int
     history: list[HistoryEntry]
 
 
+class AddressLookup(msgspec.Struct, frozen=True, kw_only=True):
+    """An email's answer: the address itself, and every person that carries it."""
+
+    address: PersonState
+    persons: list[PersonState]
+
+
 _CHANGE_NAMES = {
     Person.Unsubscribed: "unsubscribed",
     Person.UnsubscribeRemoved: "unsubscribe_removed",
-    Person.SalesforceLinked: "salesforce_linked",
+    Person.SalesforceLinked: "person_linked",
 }
 
 
-def state_of(person: Person, events: Iterable[object]) -> PersonState:
+def state_of(log: OptOutLog, key: str) -> PersonState | None:
+    """The answer for a person (`person:<id>`) or an address key; None if never seen."""
+    person, answer = log.standing(key)
+    carried_by = log.carriers(key) if is_address(key) else []
+    if person is None and not carried_by:
+        return None
+    if is_address(key):
+        addresses = [AddressView(key=key, email=log.address(key), opted_out=answer.opted_out)]
+    else:
+        assert person is not None
+        addresses = [
+            AddressView(
+                key=mailbox,
+                email=log.address(mailbox),
+                opted_out=mailbox in answer.by_address,
+            )
+            for mailbox in person.mailboxes
+        ]
+    return _state(key, person, answer, log.history(key) if person else (), addresses, carried_by)
+
+
+def lookup_address(log: OptOutLog, mailbox: str) -> AddressLookup | None:
+    address = state_of(log, mailbox)
+    if address is None:
+        return None
+    persons = [state_of(log, key) for key in address.carried_by]
+    return AddressLookup(address=address, persons=[p for p in persons if p is not None])
+
+
+def _state(
+    key: str,
+    person: Person | None,
+    answer: Standing,
+    events: Iterable[object],
+    addresses: list[AddressView],
+    carried_by: list[str],
+) -> PersonState:
     history = [
         HistoryEntry(
             change=_CHANGE_NAMES[type(event)],
@@ -50,20 +119,32 @@ def state_of(person: Person, events: Iterable[object]) -> PersonState:
             recorded_at=event.timestamp,
             event_id=str(event.event_id),
             reason=event.reason,
+            address=event.mailbox,
         )
         for event in events
         if isinstance(event, Person.Changed)
     ]
     return PersonState(
-        person_key=person.key,
-        opted_out=person.opted_out,
-        opted_out_at=person.opted_out_at,
-        opted_out_source=person.opted_out_source,
-        salesforce_id=person.salesforce_id,
-        pending_link=person.pending_link,
-        version=person.version,
+        person_key=key,
+        kind="address" if is_address(key) else "person",
+        opted_out=answer.opted_out,
+        own_opted_out=person.own.opted_out if person is not None else False,
+        latest_unsubscribe=_mark(answer.own.unsubscribe),
+        latest_removal=_mark(answer.own.removal),
+        opted_out_by_addresses=sorted(answer.by_address),
+        addresses=addresses,
+        carried_by=carried_by,
+        salesforce_id=answer.salesforce_id,
+        pending_link=answer.pending_link,
+        version=person.version if person is not None else 0,
         history=history,
     )
+
+
+def _mark(mark: Mark | None) -> MarkView | None:
+    if mark is None:
+        return None
+    return MarkView(occurred_at=mark.occurred_at, source=mark.source, event_id=str(mark.event_id))
 
 
 def _actor(event: Person.Changed) -> str:

@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.inbound import Actor, PersonRef
+from adapters.event_store import address_keys
 from adapters.settings import Settings
-from tests.factories import good_change
 from tests.integration.ingest_harness import (
     caught_up,
     keyed,
@@ -24,11 +23,12 @@ from tests.integration.ingest_harness import (
     start_ingest,
     wait_for,
 )
+from tests.integration.mixed_stream import expected_answers, mixed_changes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 MESSAGES = 20_000
-PERSONS = 5_000  # four changes each, so persons are loaded and extended, not only created
+PERSONS = 5_000  # about four changes each, so persons are loaded and extended, not only created
 
 
 KILLS = 25  # at least 20 are required; the stream is spread over this many
@@ -47,15 +47,9 @@ class Stream(threading.Thread):
     ) -> None:
         super().__init__(daemon=True)
         self.config, self.chunks, self.pause_s, self.gate = config, chunks, pause_s, gate
-        sources = ["sales", "marketing", "salesforce"]
-        self.changes = [
-            good_change(
-                person=PersonRef(person_id=f"p-{i % PERSONS}"),
-                source=sources[i % 3],
-                actor=Actor(kind="system", id="test"),
-            )
-            for i in range(MESSAGES)
-        ]
+        # Unsubscribes, removals and links; id-only, email-only and shared addresses; times
+        # that tie and arrive out of order, through every partition.
+        self.changes = mixed_changes(MESSAGES, PERSONS)
         self.error: BaseException | None = None
         self.produced = 0  # acknowledged by the broker so far
 
@@ -93,6 +87,27 @@ def assert_each_change_stored_exactly_once(config: Settings, stream: Stream) -> 
     duplicated = {event_id: n for event_id, n in counts.items() if n > 1}
     assert not duplicated, f"{len(duplicated)} changes stored more than once"
     assert sum(counts.values()) == MESSAGES
+    assert_every_answer_is_the_fold_of_what_was_produced(config, stream)
+
+
+def assert_every_answer_is_the_fold_of_what_was_produced(config: Settings, stream: Stream) -> None:
+    """The state a crash leaves, not only the count: every person's and address's answer."""
+    answers, salesforce = expected_answers(stream.changes, address_keys(config))
+    store = reader(config)
+    try:
+        wrong = [key for key, want in answers.items() if store.standing(key)[1].opted_out != want]
+        relinked = [
+            key
+            for key, want in salesforce.items()
+            if key.startswith("person:")
+            and getattr(store.person(key), "salesforce_id", None) != want
+        ]
+    finally:
+        store.close()
+    assert not wrong, (
+        f"{len(wrong)} of {len(answers)} answers differ from the rule, e.g. {wrong[:3]}"
+    )
+    assert not relinked, f"{len(relinked)} Salesforce links differ, e.g. {relinked[:3]}"
 
 
 def progressed(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from rich.console import Console
 
 from consumers.cli_person import print_state
-from projections.person_state import HistoryEntry, PersonState
+from projections.person_state import HistoryEntry, MarkView, PersonState
 
 PACIFIC = timezone(timedelta(hours=-8))
 
@@ -38,9 +38,14 @@ def test_history_times_are_dated_and_shown_in_utc_with_z() -> None:
     recorded = datetime(2025, 3, 2, 7, 31, 0, 250_000, tzinfo=UTC)
     state = PersonState(
         person_key="person:p-1",
+        kind="person",
         opted_out=True,
-        opted_out_at=occurred,
-        opted_out_source="marketing",
+        own_opted_out=True,
+        latest_unsubscribe=MarkView(occurred_at=occurred, source="marketing", event_id="e-1"),
+        latest_removal=None,
+        opted_out_by_addresses=[],
+        addresses=[],
+        carried_by=[],
         salesforce_id=None,
         pending_link=True,
         version=1,
@@ -51,7 +56,7 @@ def test_history_times_are_dated_and_shown_in_utc_with_z() -> None:
     )
     for width in (200, 80):  # a narrow terminal wraps other columns, never a time
         shown = _printed(state, width)
-        assert "since 2025-03-02 07:30:05Z via marketing" in shown
+        assert "latest unsubscribe 2025-03-02 07:30:05Z via marketing" in shown
         rows = [line for line in shown.splitlines() if line.startswith("│")]
         assert [row.split("│")[1].strip() for row in rows] == [
             "2025-03-02 07:30:05Z",  # occurred, in UTC
