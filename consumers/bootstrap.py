@@ -11,12 +11,12 @@ import click
 from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka.errors import KafkaError
 
-from adapters import event_store, kafka
+from adapters import event_store, kafka_clients
 from adapters.settings import ConfigError, Settings, load
 from domain.application import OptOutLog
 
 if TYPE_CHECKING:
-    from adapters.local_services import ServiceStatus
+    from devservices import ServiceStatus
 
 
 def settings() -> Settings:
@@ -31,13 +31,20 @@ def uses_local_kafka() -> bool:
     return not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 
 
-def ensure_local_kafka(config: Settings) -> ServiceStatus | None:
+def ensure_local_kafka() -> ServiceStatus | None:
     """Starts the project's own broker when no cluster was configured, or reuses the one running
     (from an earlier demo or `services up`); None when KAFKA_BOOTSTRAP_SERVERS names a cluster."""
     if not uses_local_kafka():
         return None
-    from adapters.local_services import ServiceError
-    from adapters.local_services import kafka as local_kafka
+    from devservices import ServiceError
+    from devservices import broker as local_kafka
+    from devservices.settings import SettingError
+    from devservices.settings import load as load_services
+
+    try:
+        config = load_services()
+    except SettingError as error:
+        raise click.ClickException(f"configuration: {error}") from None
 
     current = local_kafka.status(config)
     if current.state == "running":
@@ -72,7 +79,7 @@ def prepare(config: Settings) -> list[str]:
             if "already exists" not in str(error) and "duplicate key" not in str(error):
                 raise
         try:
-            changes = kafka.ensure_topics(config)
+            changes = kafka_clients.ensure_topics(config)
         except ConfigError as error:
             raise click.ClickException(f"configuration: {error}") from None
     for change in changes:

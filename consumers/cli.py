@@ -21,6 +21,11 @@ VERBS: dict[str, str] = {
 }
 
 
+# What a production install (the Docker image) leaves out: the fake Salesforce org and its web
+# stack, and the local Kafka and PostgreSQL provisioning.
+DEVELOPMENT_ONLY = {"sandbox", "devservices", "starlette", "uvicorn", "trustme", "httptools"}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(VERBS))
@@ -28,7 +33,17 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in VERBS:
             module_name, attribute = VERBS[cmd_name].split(":")
-            command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as error:
+                if error.name and error.name.split(".")[0] in DEVELOPMENT_ONLY:
+                    raise click.ClickException(
+                        f"`{cmd_name}` needs the development parts ({error.name}), which a "
+                        "production install leaves out: from a source checkout, "
+                        "pip install -e '.[sandbox]'"
+                    ) from None
+                raise
+            command: click.Command = getattr(module, attribute)
             return command
         return super().get_command(ctx, cmd_name)
 

@@ -81,7 +81,7 @@ def sandbox(
     Clients log in with domain="HOST:PORT/sandbox" (SOAP) or use the instance URL with a session
     id, and give simple-salesforce a requests.Session whose verify is the printed CA path.
     """
-    from adapters.sandbox import SandboxConfig, prepare  # imported here so `--help` stays fast
+    from sandbox import SandboxConfig, prepare  # imported here so `--help` stays fast
 
     try:
         tls_dir = settings.load().state_dir / "sandbox"

@@ -20,7 +20,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from adapters import dead_letter, kafka
+from adapters import dead_letter, kafka_clients
 from adapters.event_store import address_keys
 from adapters.inbound import ChangeV1, ContractError, decode
 from adapters.settings import Settings
@@ -108,10 +108,10 @@ class Ingest:
         self.store = store
         self.keys = keys or address_keys(settings)
         self.listener = _Rebalances()
-        self.consumer = consumer or kafka.consumer(settings)
+        self.consumer = consumer or kafka_clients.consumer(settings)
         self.consumer.subscribe([settings.topic_inbound], listener=self.listener)
         # Dead letters may carry values up to the topic's limit: compress them on the way out.
-        self.producer = producer or kafka.producer(settings, compression_type="gzip")
+        self.producer = producer or kafka_clients.producer(settings, compression_type="gzip")
         self.dead_letters = dead_letter.DeadLetterSender(settings, self.producer)
         self.positions: dict[TopicPartition, int] = {}  # last stored offset per owned partition
         # Partitions (re)assigned since their last check against the store's position.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from adapters import kafka
+from adapters import kafka_clients
 from adapters.event_store import open_log
 from adapters.inbound import ChangeV1, encode, kafka_key
 from adapters.settings import Settings, load
@@ -64,7 +64,7 @@ def start_ingest(config: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
 
 def produce(config: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
     """Sends (key, value) pairs to the inbound topic and waits until all are acknowledged."""
-    sender = kafka.producer(config)
+    sender = kafka_clients.producer(config)
     count = 0
     for key, value in messages:
         sender.send(config.topic_inbound, key=key, value=value)

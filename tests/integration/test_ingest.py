@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters import dead_letter, kafka
+from adapters import dead_letter, kafka_clients
 from adapters.inbound import PersonRef
 from adapters.settings import Secret, Settings
 from consumers import bootstrap
@@ -146,7 +146,9 @@ def test_a_value_too_big_to_dead_letter_whole_keeps_its_head_size_and_hash(
 ) -> None:
     huge = b'{"x":"' + b"a" * (9 * 1024 * 1024) + b'"}'  # over the 8 MiB topic limit raw
     # Compressed, the topic accepts it; the producer checks the uncompressed size first.
-    sender = kafka.producer(config, compression_type="gzip", max_request_size=16 * 1024 * 1024)
+    sender = kafka_clients.producer(
+        config, compression_type="gzip", max_request_size=16 * 1024 * 1024
+    )
     sender.send(config.topic_inbound, key=b"huge", value=huge).get(timeout=60)
     sender.close()
     produce(config, keyed([good_change()]))
