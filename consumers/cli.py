@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -26,6 +28,20 @@ VERBS: dict[str, str] = {
 DEVELOPMENT_ONLY = {"sandbox", "devservices", "starlette", "uvicorn", "trustme", "httptools"}
 
 
+@contextmanager
+def development_parts(verb: str) -> Iterator[None]:
+    """Turns a missing development part into a clear refusal instead of a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in DEVELOPMENT_ONLY:
+            raise click.ClickException(
+                f"`{verb}` needs the development parts ({error.name}), which a production install "
+                "leaves out; from a source checkout: pip install -e '.[sandbox]'"
+            ) from None
+        raise
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(VERBS))
@@ -33,16 +49,8 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in VERBS:
             module_name, attribute = VERBS[cmd_name].split(":")
-            try:
+            with development_parts(cmd_name):
                 module = importlib.import_module(module_name)
-            except ModuleNotFoundError as error:
-                if error.name and error.name.split(".")[0] in DEVELOPMENT_ONLY:
-                    raise click.ClickException(
-                        f"`{cmd_name}` needs the development parts ({error.name}), which a "
-                        "production install leaves out: from a source checkout, "
-                        "pip install -e '.[sandbox]'"
-                    ) from None
-                raise
             command: click.Command = getattr(module, attribute)
             return command
         return super().get_command(ctx, cmd_name)

@@ -14,9 +14,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from devservices.settings import load
 from devservices import broker as local_kafka
 from devservices.process import RecordedProcess, process_start_time
+from devservices.settings import load
 from tests.e2e.cli import optout_sync
 
 pytestmark = [pytest.mark.kafka]
