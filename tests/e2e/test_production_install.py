@@ -4,6 +4,7 @@ install .` with no extras, in a throwaway virtual environment, as the Docker ima
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,18 @@ pytestmark = [pytest.mark.slow]
 def test_pip_install_without_extras_runs_the_engine_and_leaves_the_sandbox_out(
     tmp_path: Path,
 ) -> None:
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ behind
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*cache"
+        ),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     installed = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(REPO)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(source)],
         capture_output=True,
         text=True,
         timeout=600,
