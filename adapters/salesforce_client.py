@@ -9,6 +9,7 @@ spent, and reads `Sforce-Limit-Info` from every response.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -29,6 +30,7 @@ from adapters.settings import ConfigError, DailyBudget, Settings
 if TYPE_CHECKING:
     from adapters.salesforce_push import OptOutWrite, PushResult
 
+log = logging.getLogger(__name__)
 API_VERSION = "59.0"
 # Salesforce counts the daily allowance over a rolling 24 hours.
 BUDGET_WINDOW = timedelta(hours=24)
@@ -52,10 +54,13 @@ class SalesforceFailure(Exception):
 
     retryable = False
 
-    def __init__(self, message: str, *, code: str = "", status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str = "", status: int | None = None, detail: str = ""
+    ) -> None:
         super().__init__(message)
-        self.code = code
-        self.status = status
+        self.code = code  # Salesforce's errorCode, or what failed (e.g. ReadTimeout)
+        self.status = status  # the HTTP status, when there was a response
+        self.detail = detail  # Salesforce's own message, when it may be shown
         # Results already final before the failure, and the writes still to do (push_opt_outs).
         self.completed: tuple[PushResult, ...] = ()
         self.pending: tuple[OptOutWrite, ...] = ()
@@ -304,7 +309,7 @@ class OrgClient:
                 with _translated(what, private):
                     return request(self._sf)
             except _SessionExpired:
-                pass
+                log.info("Salesforce session expired (%s): logging in again, once", what)
             self._sf = self._login()
             try:
                 with _translated(what, private):
@@ -367,8 +372,8 @@ def _translated(what: str, private: bool = False) -> Iterator[None]:
         if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
             raise ApiLimitReached(text, None) from None
         if status >= 500:
-            raise SalesforceUnavailable(text, code=code, status=status) from None
-        raise RequestRefused(text, code=code, status=status) from None
+            raise SalesforceUnavailable(text, code=code, status=status, detail=message) from None
+        raise RequestRefused(text, code=code, status=status, detail=message) from None
     except requests.exceptions.SSLError as error:
         detail = _QUERY_STRING.sub("?…", str(error))
         raise RequestRefused(

@@ -128,7 +128,7 @@ def _send(client: OrgClient, writes: Sequence[OptOutWrite]) -> list[_Row]:
         if refused.status != 400:
             raise
         at = datetime.now(UTC)
-        return [_Row(None, False, refused.code, str(refused), at) for _ in writes]
+        return [_Row(None, False, refused.code, refused.detail, at) for _ in writes]
     at = datetime.now(UTC)
     if not isinstance(answer, list) or len(answer) != len(writes):
         raise UnexpectedResponse(
@@ -154,20 +154,23 @@ def _send(client: OrgClient, writes: Sequence[OptOutWrite]) -> list[_Row]:
     return rows
 
 
-def _result(write: OptOutWrite, row: _Row, **extra: Any) -> PushResult:
-    outcome = classify(row.code)
+def _result(write: OptOutWrite, row: _Row) -> PushResult:
     return PushResult(
         record_id=write.record_id,
         object_type=write.object_type,
         field=write.field,
-        outcome=outcome,
+        outcome=classify(row.code),
         accepted=row.success,
         written_id=row.id if row.success else None,
         error_code=row.code,
         message=row.message,
         answered_at=row.at,
-        **extra,
     )
+
+
+def _answer(write: OptOutWrite, result: PushResult) -> PushResult:
+    """The result of the write's record, echoing the write as given (a duplicate's own id form)."""
+    return msgspec.structs.replace(result, record_id=write.record_id, object_type=write.object_type)
 
 
 def _converted_contacts(client: OrgClient, lead_ids: Sequence[str]) -> dict[str, str | None]:
@@ -239,13 +242,12 @@ def _push_collection(client: OrgClient, writes: Sequence[OptOutWrite]) -> list[P
         try:
             by_key.update(_through_contacts(client, converted))
         except SalesforceFailure as failure:
-            failure.completed = tuple(by_key[_key(w)] for w in writes if _key(w) in by_key)
+            failure.completed = tuple(
+                _answer(w, by_key[_key(w)]) for w in writes if _key(w) in by_key
+            )
             failure.pending = tuple(w for w in writes if _key(w) not in by_key)
             raise
-    return [
-        msgspec.structs.replace(by_key[_key(w)], record_id=w.record_id, object_type=w.object_type)
-        for w in writes
-    ]
+    return [_answer(w, by_key[_key(w)]) for w in writes]
 
 
 def push_opt_outs(client: OrgClient, writes: Sequence[OptOutWrite]) -> list[PushResult]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.salesforce import PersonRecord, SalesforceOrg, email_batches
-from adapters.sandbox import Sandbox
+from adapters.salesforce import PersonRecord, SalesforceOrg, SalesforceUnavailable, email_batches
+from adapters.sandbox import Sandbox, running_sandbox
 from domain.identity import RecordType
+from tests.salesforce.conftest import connect_to
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
 
@@ -101,3 +102,13 @@ def test_more_than_a_page_of_records_for_one_email_are_all_read(
     found = org.records_by_email([email])
     assert sorted(r.id for r in found[email]) == sorted(leads)
     assert sandbox.api_calls("/query") == 3  # Contact, Lead, and the Lead's second page
+
+
+def test_an_unreachable_org_fails_the_lookup_without_showing_the_emails() -> None:
+    """urllib3 quotes the URL of a refused connection; the query string holds the emails."""
+    with running_sandbox() as stopping:
+        org = connect_to(stopping)
+    with pytest.raises(SalesforceUnavailable) as failed:
+        org.records_by_email(["private.person@lookup.example"])
+    assert "Max retries exceeded" in str(failed.value)
+    assert "private.person" not in str(failed.value)

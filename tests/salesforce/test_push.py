@@ -160,4 +160,5 @@ def test_a_field_missing_from_the_org_refuses_every_record_of_the_call(
     assert [(r.outcome, r.error_code) for r in results] == [
         (PushOutcome.REFUSED, "INVALID_FIELD")
     ] * 2
+    assert results[0].message == "No such column 'Gone__c' on sobject of type Contact"
     assert not any(flag(sandbox, i) for i in contacts)

@@ -106,7 +106,7 @@ def test_request_limit_exceeded_is_api_limit_reached_with_the_usage(sandbox: San
 
 
 def test_503_a_dropped_connection_and_a_timeout_are_retryable(sandbox: Sandbox) -> None:
-    org = connect_to(sandbox, OPTOUT_SALESFORCE_TIMEOUT="0.5")
+    org = connect_to(sandbox, OPTOUT_SALESFORCE_TIMEOUT="2")
     contacts = new_records(sandbox, "Contact", 2)
     batch = writes(contacts, RecordType.CONTACT)
     sandbox.add_fault("server_unavailable", count=1)
@@ -117,7 +117,7 @@ def test_503_a_dropped_connection_and_a_timeout_are_retryable(sandbox: Sandbox) 
     sandbox.add_fault("drop_connection", count=1)
     with pytest.raises(SalesforceUnavailable, match="ConnectionError"):
         org.push_opt_outs(batch)
-    sandbox.add_fault("latency", latency_ms=1500, count=1)
+    sandbox.add_fault("latency", latency_ms=5000, count=1)
     with pytest.raises(SalesforceUnavailable, match="Timeout"):
         org.push_opt_outs(batch)
     assert all(r.accepted for r in org.push_opt_outs(batch))

@@ -9,10 +9,17 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from simple_salesforce import SalesforceMalformedRequest
 from simple_salesforce.format import format_soql
 
 from adapters.salesforce import _LEAD_SOQL, OptOutTarget, OptOutWrite, email_batches
-from adapters.salesforce_client import BudgetSpent, CallMeter, parse_limit_info
+from adapters.salesforce_client import (
+    BudgetSpent,
+    CallMeter,
+    RequestRefused,
+    _translated,
+    parse_limit_info,
+)
 from adapters.salesforce_push import PushOutcome, classify, collection_body
 from adapters.settings import DailyBudget
 from domain.identity import RecordType
@@ -130,3 +137,16 @@ def test_every_batch_fits_the_query_string_limit_and_nothing_is_lost(
     for batch, following in itertools.pairwise(batches):
         bigger = len(urlencode({"q": format_soql(_LEAD_SOQL, emails=[*batch, following[0]])}))
         assert bigger > limit
+
+
+def test_a_private_calls_error_keeps_salesforces_code_but_not_its_message() -> None:
+    """MALFORMED_QUERY and INVALID_FIELD messages quote the query, and with it the emails."""
+    content = [{"errorCode": "MALFORMED_QUERY", "message": "Email IN ('ada@example.com')"}]
+    error = SalesforceMalformedRequest("https://x/query/?q=...", 400, "query", content)
+    with pytest.raises(RequestRefused) as private, _translated("records by email", private=True):
+        raise error
+    assert private.value.code == "MALFORMED_QUERY" and private.value.status == 400
+    assert "ada@" not in str(private.value) and "ada@" not in private.value.detail
+    with pytest.raises(RequestRefused) as shown, _translated("opt-out flags"):
+        raise error
+    assert "ada@example.com" in shown.value.detail
