@@ -151,10 +151,10 @@ def _org(config: Settings) -> Iterator[tuple[Settings, str]]:
 def _show_salesforce(config: Settings, console: Console) -> None:
     """The sync's requirements, checked against Salesforce through the real client."""
     with _org(config) as (org_config, where):
-        client = salesforce.connect(org_config)
-        check = salesforce.check_org(client)
+        org = salesforce.connect(org_config)
+        check = org.check_org()
         ada_id = to_18(str(ADA.salesforce_id))
-        flags = salesforce.opt_out_flags(client, [ada_id])
+        flags = org.opt_out_flags([ada_id])
     console.print(f"[bold]Salesforce[/]: {where}")
     for sobject, present in check.field_present.items():
         mark = "[green]present[/]" if present else "[red]MISSING[/]"
