@@ -24,6 +24,7 @@ from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.cli_person import load_state, print_state
 from consumers.ingest import Ingest
+from domain.application import ChangeKind
 from domain.identity import to_18
 
 ADA = PersonRef(person_id="demo-ada", email="ada@example.com", salesforce_id="0035g00000AbCdE")
@@ -34,7 +35,7 @@ def _change(
     person: PersonRef, source: Source, actor: Actor, channel: Channel, **more: Any
 ) -> ChangeV1:
     return ChangeV1(
-        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=person,
+        event_id=uuid.uuid4(), schema_version=1, type=ChangeKind.UNSUBSCRIBED, person=person,
         source=source, actor=actor, channel=channel, occurred_at=datetime.now(UTC), **more,
     )  # fmt: skip
 

@@ -3,6 +3,7 @@ position it came from, so that a redelivered batch writes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -11,19 +12,22 @@ from uuid import UUID
 
 from eventsourcing.application import (
     AggregateNotFoundError,
-    Cache,
-    LRUCache,
     ProcessingEvent,
     project_aggregate,
 )
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import PersistenceError, StoredEvent, Tracking
 from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.utils import get_topic
 
 from domain.identity import aggregate_id, record_type
+from domain.input_gap import InputGap
 from domain.person import Person, Provenance
 
 
+# The inbound contract's `type` is this enum itself: the wire and the domain have one list.
 class ChangeKind(StrEnum):
+    """What a change does (an inbound message's `type`)."""
+
     UNSUBSCRIBED = "unsubscribed"
     UNSUBSCRIBE_REMOVED = "unsubscribe_removed"
     PERSON_LINKED = "person_linked"
@@ -48,7 +52,30 @@ class ChangeBatch:
     recorded: int = 0
     duplicates: int = 0
     persons: dict[UUID, Person] = field(default_factory=dict)
+    # Stored events read for the batch in one query, projected when a change first needs them.
+    unprojected: dict[UUID, Sequence[StoredEvent]] = field(default_factory=dict)
 
+    @property
+    def person_ids(self) -> set[UUID]:
+        return {aggregate_id(change.person_key) for change in self.changes}
+
+
+class ChangesFailed(Exception):
+    """Some changes of a batch raised in the domain (by index); nothing of the batch was recorded.
+
+    Only the first failure of each person is reported: its later changes are not tried, because
+    a command that raised may have left the person half changed.
+    """
+
+    def __init__(self, failures: Mapping[int, Exception]) -> None:
+        super().__init__(f"{len(failures)} changes failed in the domain")
+        self.failures = dict(failures)
+
+
+_CHANGE_TOPICS = [
+    get_topic(kind)
+    for kind in (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.SalesforceLinked)
+]
 
 # A port: the stored events of many persons in one read (the store adapter provides it).
 StoredEventsOf = Callable[[Collection[UUID]], Mapping[UUID, Sequence[StoredEvent]]]
@@ -71,15 +98,45 @@ class OptOutLog(EventSourcedProjection[UUID]):
         self.process_event(batch, position)  # type: ignore[arg-type]
         return batch
 
+    def record_gap(self, source: str, first: int, last: int, accepted_by: str) -> InputGap:
+        """Records that positions `first`..`last` of `source` will never be recorded, and moves
+        the source's position past them, in one transaction."""
+        gap = InputGap(source, first, last, accepted_by)
+        processing_event = ProcessingEvent[UUID](Tracking(source, last))
+        processing_event.collect_events(gap)
+        self._record(processing_event)
+        return gap
+
+    def gaps(self) -> Iterator[InputGap.Accepted]:
+        """Every accepted gap, in the order they were recorded."""
+        for notification in self._all_notifications(topics=[get_topic(InputGap.Accepted)]):
+            event = self.mapper.to_domain_event(notification)
+            assert isinstance(event, InputGap.Accepted)
+            yield event
+
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch: ChangeBatch = domain_event
         self._load_persons(batch)
-        for change in batch.changes:
-            person = self._person_for(batch, change.person_key)
-            if _apply(person, change):
+        failures: dict[int, Exception] = {}
+        broken: set[UUID] = set()
+        for index, change in enumerate(batch.changes):
+            person_id = aggregate_id(change.person_key)
+            if person_id in broken:
+                continue  # tried again in the next attempt, on a person read afresh
+            try:
+                applied = _apply(self._person_for(batch, change.person_key), change)
+            except PersistenceError:
+                raise  # the store's trouble, not this change's
+            except Exception as error:  # whatever the cause, it is this change that fails
+                failures[index] = error
+                broken.add(person_id)
+                continue
+            if applied:
                 batch.recorded += 1
             else:
                 batch.duplicates += 1
+        if failures:
+            raise ChangesFailed(failures)
         for person_id, person in batch.persons.items():
             # Collected by hand: collect_events() checks a runtime Protocol per item, which is slow.
             processing_event.events.extend(person.collect_events())
@@ -98,17 +155,22 @@ class OptOutLog(EventSourcedProjection[UUID]):
 
     def all_changes(self, page: int = 1000) -> Iterator[Person.Changed]:
         """Every recorded change of every person, in the order they were stored."""
+        for notification in self._all_notifications(page, _CHANGE_TOPICS):
+            event = self.mapper.to_domain_event(notification)
+            assert isinstance(event, Person.Changed)
+            yield event
+
+    def _all_notifications(self, page: int = 1000, topics: Sequence[str] = ()) -> Iterator[Any]:
+        """The stored events of these topics, in order (read by topic: an event of a type this
+        version does not know, written by a newer one, is left alone)."""
         if page < 1:
             raise ValueError("page must be at least 1")
         start: int | None = None
         while True:
             notifications = self.recorder.select_notifications(
-                start, page, inclusive_of_start=start is None
+                start, page, topics=topics, inclusive_of_start=start is None
             )
-            for notification in notifications:
-                event = self.mapper.to_domain_event(notification)
-                if isinstance(event, Person.Changed):
-                    yield event
+            yield from notifications
             if len(notifications) < page:
                 return
             start = notifications[-1].id
@@ -118,13 +180,15 @@ class OptOutLog(EventSourcedProjection[UUID]):
         recorded = {source: self.position(source) for source in sources}
         return {source: -1 if at is None else at for source, at in recorded.items()}
 
-    def forget_cached_persons(self) -> None:
-        """After a failed write: cached aggregates may hold events that were never stored."""
+    def forget_persons(self, person_ids: Iterable[UUID]) -> None:
+        """Drops these persons from the cache: after a failed write (the cached objects may hold
+        events that were never stored), or when another writer may change them."""
         cache = self.repository.cache
-        if isinstance(cache, LRUCache):
-            self.repository.cache = LRUCache(maxsize=cache.maxsize)
-        elif cache is not None:
-            self.repository.cache = Cache()
+        if cache is None:
+            return
+        for person_id in person_ids:
+            with contextlib.suppress(KeyError):
+                cache.get(person_id, evict=True)
 
     def position(self, source: str) -> int | None:
         """The last recorded position (e.g. Kafka offset) of a source like `topic:partition`."""
@@ -148,17 +212,22 @@ class OptOutLog(EventSourcedProjection[UUID]):
         stored = self.stored_events_of(list(keys)) if keys else {}
         for person_id, key in keys.items():
             if person_id in stored:
-                events = map(self.mapper.to_domain_event, stored[person_id])
-                person = project_aggregate(None, events)
-                assert isinstance(person, Person)
-                batch.persons[person_id] = person
+                batch.unprojected[person_id] = stored[person_id]
             else:
                 batch.persons[person_id] = Person.register(key)
 
     def _person_for(self, batch: ChangeBatch, key: str) -> Person:
         person_id = aggregate_id(key)
         if person_id not in batch.persons:
-            batch.persons[person_id] = self.person(key) or Person.register(key)
+            stored = batch.unprojected.pop(person_id, None)
+            if stored is not None:
+                # Projected here, so that a history this version cannot read fails its change only.
+                person = project_aggregate(None, map(self.mapper.to_domain_event, stored))
+                if not isinstance(person, Person):
+                    raise TypeError(f"the stored history of {key} is not a person's")
+                batch.persons[person_id] = person
+            else:
+                batch.persons[person_id] = self.person(key) or Person.register(key)
         return batch.persons[person_id]
 
 
