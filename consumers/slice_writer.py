@@ -205,8 +205,11 @@ class SliceWriter:
                 self._wait(min(2.0, 0.05 * 2**refusals))
 
     def _store_answers(self, tp: TopicPartition) -> bool:
+        """A read: a store that refuses a write but answers is not down (eventsourcing retries a
+        read of a store that is down for a while, hence the watch)."""
         try:
-            self.store.position(tracking_name(tp))
+            with self.stalls.call("a read of the event store after a failed write"):
+                self.store.position(tracking_name(tp))
         except PersistenceError:
             return False
         return True
