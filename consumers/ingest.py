@@ -13,6 +13,7 @@ longer exist in Kafka stop the worker until an operator accepts the gap (`GapErr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
 SPIN_POLL_TIMEOUT_MS = 20  # while kafka-python spins (see `_poll`)
 MAX_SPIN_PAUSE_S = 2.0
+# An empty poll normally uses ~1% of a core (2% at most, measured); a spin all it can get, which
+# on a busy machine may be well under a whole core.
+SPIN_CPU_SHARE = 0.25
 PROBE_EVERY_S = 10.0  # without messages for this long, ask the broker whether it is there
 KAFKA_CALL_TIMEOUT_MS = 5_000
 CLOSE_TIMEOUT_S = 3.0
@@ -158,8 +162,9 @@ class Ingest:
         try:
             try:
                 self.producer.close(timeout=CLOSE_TIMEOUT_S)  # flushes first
-            except KafkaError:
-                self.producer.close(timeout=0)
+            except KafkaError:  # unconfirmed letters: their slice is not stored, nothing is lost
+                with contextlib.suppress(KafkaError):
+                    self.producer.close(timeout=0)
         finally:
             self.consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
 
@@ -170,7 +175,7 @@ class Ingest:
 
         kafka-python 3.0.12 spins inside `poll(timeout_ms=N)` for all of N while a heartbeat is
         overdue (a broker that stopped answering): the fetch wait is capped by the time to the
-        next heartbeat, which is then 0. A poll that used the CPU for most of its time and
+        next heartbeat, which is then 0. A poll that used the CPU for much of its time and
         returned nothing is that spin: the next polls are short, with a growing pause between.
         (Polls are not simply short: a group join that completes between two polls is dropped
         and started again by kafka-python, so the normal poll waits long enough for a join.)
@@ -181,7 +186,7 @@ class Ingest:
         if polled:
             self.spin_pause_s = 0.0
             self._broker_answered()
-        elif time.process_time() - cpu > 0.5 * (time.monotonic() - began):
+        elif time.process_time() - cpu > SPIN_CPU_SHARE * (time.monotonic() - began):
             self.spin_pause_s = min(MAX_SPIN_PAUSE_S, max(0.25, self.spin_pause_s * 2))
         else:
             self.spin_pause_s = 0.0
