@@ -139,10 +139,8 @@ class Ingest:
                     if not _transient(error):
                         raise
                     self._wait(self.broker.failed(error))
-                    continue
                 except PersistenceError as error:  # outside a slice's own retries
                     self._wait(self.writer.store_outage.failed(error))
-                    continue
                 if until is not None and until(self.stats):
                     break
                 if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
