@@ -24,6 +24,7 @@ from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.cli_person import look_up, print_state
 from consumers.ingest import Ingest
+from domain.application import ChangeKind
 from domain.identity import to_18
 from projections.person_state import AddressLookup
 
@@ -35,7 +36,7 @@ def _change(
     person: PersonRef, source: Source, actor: Actor, channel: Channel, **more: Any
 ) -> ChangeV1:
     return ChangeV1(
-        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=person,
+        event_id=uuid.uuid4(), schema_version=1, type=ChangeKind.UNSUBSCRIBED, person=person,
         source=source, actor=actor, channel=channel, occurred_at=datetime.now(UTC), **more,
     )  # fmt: skip
 
