@@ -27,7 +27,8 @@ from domain.application import OptOutLog
 from domain.identity import AddressKeys
 
 # Writers own their partitions, so a cached aggregate is current; a stale one is caught by the
-# store's optimistic concurrency (IntegrityError) and the writer then forgets its cache.
+# store's optimistic concurrency (IntegrityError) and the writer then forgets the slice's persons
+# (and, on a rebalance, those of the partitions it lost).
 WRITER_CACHE = {
     "AGGREGATE_CACHE_MAXSIZE": "200000",
     "AGGREGATE_CACHE_FASTFORWARD": "n",
@@ -62,6 +63,11 @@ class FastJSONTranscoder(JSONTranscoder):
                 return super().encode(obj)
         return self._encoder.encode(tagged)
 
+
+# A write waits this long at most for the event table's lock (taken by every writer), and a
+# session idle inside a transaction this long is ended by the server, releasing its locks.
+POSTGRES_LOCK_TIMEOUT_S = 5
+POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_S = 10
 
 # Exactly these encode alike in both (floats do not: msgspec writes NaN as null).
 _PLAIN = (str, int, bool, type(None))
@@ -104,6 +110,10 @@ def environment(database_url: str, *, create_table: bool = False) -> dict[str, s
             POSTGRES_CONNECT_TIMEOUT="10",
             POSTGRES_POOL_SIZE="2",
             POSTGRES_MAX_OVERFLOW="4",
+            POSTGRES_LOCK_TIMEOUT=str(POSTGRES_LOCK_TIMEOUT_S),
+            POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT=str(
+                POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_S
+            ),
         )
         return env
     raise ConfigError(f"OPTOUT_DATABASE_URL: unsupported scheme {url.scheme!r}")

@@ -26,6 +26,7 @@ from adapters.inbound_errors import (
     from_decode_error,
     from_validation_error,
 )
+from domain.application import ChangeKind
 from domain.identity import (
     InvalidSalesforceId,
     email_hash,
@@ -50,7 +51,8 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 MAX_BYTES: Final = 1_048_576
 
-ChangeType = Literal["unsubscribed", "unsubscribe_removed", "person_linked"]
+# The change types are the domain's: a type the wire accepts is always one the domain knows.
+ChangeType = ChangeKind
 Source = Literal["sales", "marketing", "salesforce"]
 ActorKind = Literal["recipient", "user", "system"]
 Channel = Literal["email_link", "manual", "import", "bounce", "complaint", "api", "sync"]
@@ -184,7 +186,7 @@ _ENCODER = msgspec.json.Encoder()
 # The closed sets by JSON path, so a refusal can list what is allowed without echoing the value.
 _CHOICES: Final[dict[str, tuple[object, ...]]] = {
     "$.schema_version": (SCHEMA_VERSION,),
-    "$.type": get_args(ChangeType),
+    "$.type": tuple(kind.value for kind in ChangeKind),
     "$.source": get_args(Source),
     "$.actor.kind": get_args(ActorKind),
     "$.channel": get_args(Channel),
@@ -336,7 +338,7 @@ def json_schema() -> dict[str, Any]:
     change["allOf"] = [
         {
             "description": "Removing an unsubscribe needs a reason and a user with an id.",
-            "if": _type_is("unsubscribe_removed"),
+            "if": _type_is(ChangeKind.UNSUBSCRIBE_REMOVED),
             "then": {
                 "required": ["reason", "actor"],
                 "properties": {
@@ -350,7 +352,7 @@ def json_schema() -> dict[str, Any]:
         },
         {
             "description": "A link needs a Salesforce id.",
-            "if": _type_is("person_linked"),
+            "if": _type_is(ChangeKind.PERSON_LINKED),
             "then": {
                 "properties": {
                     "person": {

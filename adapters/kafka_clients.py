@@ -30,6 +30,8 @@ _CREATE_ERROR_SETTING: dict[type[errors.KafkaError], str] = {
     errors.InvalidPartitionsError: "OPTOUT_TOPIC_PARTITIONS",
     errors.InvalidConfigurationError: "OPTOUT_TOPIC_MIN_INSYNC_REPLICAS / OPTOUT_TOPIC_RETENTION",
 }
+# A broker back after an outage is found within this (kafka-python's default backs off to 30 s).
+RECONNECT_BACKOFF_MAX_MS = 5_000
 
 
 def admin(settings: Settings) -> KafkaAdminClient:
@@ -221,6 +223,9 @@ def producer(settings: Settings, **overrides: object) -> KafkaProducer:
         "linger_ms": 5,
         "batch_size": 256 * 1024,
         "max_request_size": TOPIC_MAX_MESSAGE_BYTES,
+        # A send waits this long at most for metadata or buffer space (kafka-python: 60 s).
+        "max_block_ms": 10_000,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -239,6 +244,7 @@ def consumer(settings: Settings, topics: Iterable[str] = (), **overrides: object
         "max_poll_records": 2000,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
     if settings.group_instance_id:
         config["group_instance_id"] = settings.group_instance_id

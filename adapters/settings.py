@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from domain.opt_out_field import OptOutField
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
@@ -35,6 +37,24 @@ def _state_home() -> Path:
 # The local broker's and the tests' 4, so topics made by earlier versions still match.
 DEFAULT_TOPIC_PARTITIONS = 4
 DEFAULT_TOPIC_RETENTION_MS = 7 * 24 * 3600 * 1000  # Kafka's own default, stated
+
+
+class DailyBudget(msgspec.Struct, frozen=True, kw_only=True):
+    """This process's share of the org's daily API allowance: a number of calls or a fraction of Max."""
+
+    calls: int | None = None
+    share: float | None = None  # 0 < share <= 1, of the org's DailyApiRequests Max
+
+    def limit(self, org_max: int | None) -> int | None:
+        """Calls allowed per 24 hours; None while a share's org maximum is not yet known."""
+        if self.calls is not None:
+            return self.calls
+        if self.share is None or org_max is None:
+            return None
+        return int(org_max * self.share)
+
+    def __str__(self) -> str:
+        return str(self.calls) if self.calls is not None else f"{(self.share or 0) * 100:g}%"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +96,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The compacted topic of redrive receipts: which dead letters were re-sent, and when."""
         return f"{self.topic_dead_letter}.redrives"
 
+    # SALESFORCE_CONSUMER_KEY/_SECRET: OAuth client credentials (a connected app), instead of a user.
+    salesforce_consumer_key: Secret | None = None
+    salesforce_consumer_secret: Secret | None = None
+    # OPTOUT_SALESFORCE_TIMEOUT: seconds for any one HTTP call to Salesforce.
+    salesforce_timeout_s: float = 30.0
+    # OPTOUT_SALESFORCE_DAILY_BUDGET: calls a day this process may spend, e.g. 5000 or 20% of Max.
+    salesforce_daily_budget: DailyBudget = msgspec.field(
+        default_factory=lambda: DailyBudget(share=0.2)
+    )
+    # OPTOUT_OPT_OUT_FIELD: the checkbox chosen (email_opt_out or marketo_sales_opt_out).
+    opt_out_field: OptOutField = OptOutField.EMAIL_OPT_OUT
+    # OPTOUT_MARKETO_FIELD_NAME: the Marketo checkbox's API name; unset: found by its label.
+    marketo_field_name: str | None = None
+    # OPTOUT_NIGHTLY_SYNC: on/off; off means the live push writes HasOptedOutOfEmail (PRODUCT §1.1).
+    nightly_sync: bool = False
+
     @property
     def store_location(self) -> str:
         """The event store's URL without credentials, fit for output."""
@@ -106,6 +142,13 @@ ENV_NAMES = {
     "salesforce_domain": "SALESFORCE_DOMAIN",
     "salesforce_ca_bundle": "SALESFORCE_CA_BUNDLE",
     "address_key": "OPTOUT_ADDRESS_KEY",
+    "salesforce_consumer_key": "SALESFORCE_CONSUMER_KEY",
+    "salesforce_consumer_secret": "SALESFORCE_CONSUMER_SECRET",
+    "salesforce_timeout_s": "OPTOUT_SALESFORCE_TIMEOUT",
+    "salesforce_daily_budget": "OPTOUT_SALESFORCE_DAILY_BUDGET",
+    "opt_out_field": "OPTOUT_OPT_OUT_FIELD",
+    "marketo_field_name": "OPTOUT_MARKETO_FIELD_NAME",
+    "nightly_sync": "OPTOUT_NIGHTLY_SYNC",
 }
 
 
@@ -268,9 +311,22 @@ class _SalesforceSettings(TypedDict):
     salesforce_security_token: Secret | None
     salesforce_domain: str
     salesforce_ca_bundle: str | None
+    salesforce_consumer_key: Secret | None
+    salesforce_consumer_secret: Secret | None
+    salesforce_timeout_s: float
+    salesforce_daily_budget: DailyBudget
+    opt_out_field: OptOutField
+    marketo_field_name: str | None
+    nightly_sync: bool
+
+
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?!\n)$")
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True}
+_SWITCH |= {"off": False, "false": False, "0": False, "no": False}
 
 
 def _salesforce(env: Mapping[str, str]) -> _SalesforceSettings:
+    """The org, how to log in to it, and what the sync may write and spend there."""
     username = read_setting(env, ENV_NAMES["salesforce_username"])
     password = read_setting(env, ENV_NAMES["salesforce_password"])
     token = read_setting(env, ENV_NAMES["salesforce_security_token"])
@@ -279,10 +335,74 @@ def _salesforce(env: Mapping[str, str]) -> _SalesforceSettings:
     ca_bundle = read_setting(env, ENV_NAMES["salesforce_ca_bundle"])
     if ca_bundle and not Path(ca_bundle).is_file():
         raise ConfigError(f"SALESFORCE_CA_BUNDLE: no such file {ca_bundle!r}")
+    domain = read_setting(env, ENV_NAMES["salesforce_domain"]) or "login"
+    key = read_setting(env, ENV_NAMES["salesforce_consumer_key"])
+    secret = read_setting(env, ENV_NAMES["salesforce_consumer_secret"])
+    if bool(key) != bool(secret):
+        missing = "SALESFORCE_CONSUMER_SECRET" if key else "SALESFORCE_CONSUMER_KEY"
+        raise ConfigError(f"{missing}: OAuth client credentials need both the key and the secret")
+    if key and username:
+        raise ConfigError(
+            "SALESFORCE_CONSUMER_KEY: set either SALESFORCE_USERNAME (user login) or "
+            "SALESFORCE_CONSUMER_KEY/_SECRET (OAuth client credentials), not both"
+        )
+    if key and domain in ("login", "test"):
+        raise ConfigError(
+            "SALESFORCE_DOMAIN: OAuth client credentials need the org's My Domain "
+            "(e.g. acme.my), not login or test"
+        )
+    marketo_name = read_setting(env, ENV_NAMES["marketo_field_name"])
+    if marketo_name is not None and not _API_NAME.match(marketo_name):
+        raise ConfigError(
+            f"OPTOUT_MARKETO_FIELD_NAME: not a Salesforce field API name: {marketo_name!r}"
+        )
     return {
         "salesforce_username": username,
         "salesforce_password": Secret(password) if password else None,
         "salesforce_security_token": Secret(token) if token else None,
-        "salesforce_domain": read_setting(env, ENV_NAMES["salesforce_domain"]) or "login",
+        "salesforce_domain": domain,
         "salesforce_ca_bundle": ca_bundle,
+        "salesforce_consumer_key": Secret(key) if key else None,
+        "salesforce_consumer_secret": Secret(secret) if secret else None,
+        "salesforce_timeout_s": _seconds(env, ENV_NAMES["salesforce_timeout_s"], 30.0),
+        "salesforce_daily_budget": _daily_budget(env),
+        "opt_out_field": _opt_out_field(env),
+        "marketo_field_name": marketo_name,
+        "nightly_sync": _switch(env, ENV_NAMES["nightly_sync"], default=False),
     }
+
+
+def _daily_budget(env: Mapping[str, str]) -> DailyBudget:
+    name = ENV_NAMES["salesforce_daily_budget"]
+    raw = (read_setting(env, name) or "20%").strip()
+    problem = f"{name}: expected a number of calls (e.g. 5000) or a share of the org's daily maximum (e.g. 20%), got {raw!r}"
+    if raw.endswith("%"):
+        try:
+            percent = float(raw[:-1])
+        except ValueError:
+            raise ConfigError(problem) from None
+        if not 0 < percent <= 100:
+            raise ConfigError(problem)
+        return DailyBudget(share=percent / 100)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(problem)
+    return DailyBudget(calls=int(raw))
+
+
+def _opt_out_field(env: Mapping[str, str]) -> OptOutField:
+    name = ENV_NAMES["opt_out_field"]
+    raw = read_setting(env, name) or OptOutField.EMAIL_OPT_OUT.value
+    try:
+        return OptOutField(raw.strip().lower())
+    except ValueError:
+        choices = ", ".join(field.value for field in OptOutField)
+        raise ConfigError(f"{name}: expected one of {choices}, got {raw!r}") from None
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = read_setting(env, name)
+    if raw is None:
+        return default
+    if raw.strip().lower() not in _SWITCH:
+        raise ConfigError(f"{name}: expected on or off, got {raw!r}")
+    return _SWITCH[raw.strip().lower()]

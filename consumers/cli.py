@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -64,8 +65,37 @@ def cli(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # kafka-python logs routine reconnects and shutdown at ERROR; show them only when asked.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL if verbose < 2 else logging.DEBUG)
+    # kafka-python's own warnings are worth seeing (a broker gone, a partition without leader).
+    logging.getLogger("kafka").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    if verbose < 2:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(KAFKA_LOG_FILTER)
+
+
+class KafkaLogFilter(logging.Filter):
+    """kafka-python repeats a warning at every retry and reports its own shutdown as errors: each
+    kind of its messages at most once a minute, and none once a stop was asked for."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka"):
+            return True
+        if self.stopping:
+            return False
+        now, kind = time.monotonic(), (record.name, record.msg)
+        if now - self._last.get(kind, -self.EVERY_S) < self.EVERY_S:
+            return False
+        self._last[kind] = now
+        return True
+
+
+KAFKA_LOG_FILTER = KafkaLogFilter()
 
 
 def main() -> None:

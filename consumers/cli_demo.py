@@ -23,6 +23,7 @@ from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.cli_person import look_up, print_state
 from consumers.ingest import Ingest
+from domain.application import ChangeKind
 from domain.identity import to_18
 from projections.person_state import AddressLookup
 from sandbox.runner import running_sandbox
@@ -35,7 +36,7 @@ def _change(
     person: PersonRef, source: Source, actor: Actor, channel: Channel, **more: Any
 ) -> ChangeV1:
     return ChangeV1(
-        event_id=uuid.uuid4(), schema_version=1, type="unsubscribed", person=person,
+        event_id=uuid.uuid4(), schema_version=1, type=ChangeKind.UNSUBSCRIBED, person=person,
         source=source, actor=actor, channel=channel, occurred_at=datetime.now(UTC), **more,
     )  # fmt: skip
 
@@ -151,10 +152,10 @@ def _org(config: Settings) -> Iterator[tuple[Settings, str]]:
 def _show_salesforce(config: Settings, console: Console) -> None:
     """The sync's requirements, checked against Salesforce through the real client."""
     with _org(config) as (org_config, where):
-        client = salesforce.connect(org_config)
-        check = salesforce.check_org(client)
+        org = salesforce.connect(org_config)
+        check = org.check_org()
         ada_id = to_18(str(ADA.salesforce_id))
-        flags = salesforce.opt_out_flags(client, [ada_id])
+        flags = org.opt_out_flags([ada_id])
     console.print(f"[bold]Salesforce[/]: {where}")
     for sobject, present in check.field_present.items():
         mark = "[green]present[/]" if present else "[red]MISSING[/]"

@@ -5,70 +5,63 @@ changes together with `Tracking("<topic>:<partition>", last offset)`. A redelive
 filtered out against the stored position (and the store refuses a position it already has), and a
 re-produced message is refused by its person's record of seen event ids. Kafka offsets are
 committed after the store write, as a hint only: the store is the source of truth.
+
+No single message stops a partition (consumers.slice_writer stores the slices), and a broker or
+store that stops answering is waited for, with backoff. Messages the store never recorded that no
+longer exist in Kafka stop the worker until an operator accepts the gap (`GapError`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import PersistenceError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from adapters import dead_letter, kafka_clients
+from adapters import kafka_clients
 from adapters.event_store import address_keys
-from adapters.inbound import ChangeV1, ContractError, decode
 from adapters.settings import Settings
-from domain.application import Change, ChangeKind, OptOutLog, problem
-from domain.identity import AddressKeys, person_key
-from domain.person import Provenance
+from consumers.outage import Outage, describe
+from consumers.slice_writer import (
+    DEAD_LETTER_CODES,
+    WRITE_ATTEMPTS,
+    IngestStats,
+    SliceWriter,
+    to_change,
+    tracking_name,
+)
+from domain.application import OptOutLog
+from domain.identity import AddressKeys
+
+__all__ = ["DEAD_LETTER_CODES", "WRITE_ATTEMPTS", "GapError", "Ingest", "IngestStats", "to_change"]
 
 log = logging.getLogger(__name__)
-_WRITE_ATTEMPTS = 10
+
+POLL_TIMEOUT_MS = 200
+SPIN_POLL_TIMEOUT_MS = 20  # while kafka-python spins (see `_poll`)
+MAX_SPIN_PAUSE_S = 2.0
+# An empty poll normally uses ~1% of a core (2% at most, measured); a spin all it can get, which
+# on a busy machine may be well under a whole core.
+SPIN_CPU_SHARE = 0.25
+PROBE_EVERY_S = 10.0  # without messages for this long, ask the broker whether it is there
+KAFKA_CALL_TIMEOUT_MS = 5_000
+CLOSE_TIMEOUT_S = 3.0
 
 
-def to_change(message: ChangeV1, keys: AddressKeys) -> Change:
-    """The domain's view of a validated inbound message: a person id names a person, an email
-    alone names the address; the clear address travels only to the erasable index."""
-    email = message.person.email
-    mailbox = keys.key_of(email) if email is not None else None
-    person_id = message.person.person_id
-    key = person_key(person_id) if person_id else mailbox
-    assert key is not None  # the contract refuses a person with neither
-    how = Provenance(
-        event_id=message.event_id,
-        source=message.source,
-        actor_kind=message.actor.kind,
-        actor_id=message.actor.id,
-        actor_name=message.actor.name,
-        channel=message.channel,
-        occurred_at=message.occurred_at,
-        reason=message.reason,
-    )
-    return Change(
-        kind=ChangeKind(message.type),
-        person_key=key,
-        how=how,
-        mailbox=mailbox,
-        email=email,
-        salesforce_id=message.person.salesforce_id,
-    )
+class GapError(RuntimeError):
+    """Messages the store has not recorded no longer exist in Kafka; an operator must decide."""
 
 
-@dataclass
-class IngestStats:
-    polled: int = 0
-    recorded: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    dead_lettered: int = 0
-    retries: int = 0
-    positions: dict[str, int] = field(default_factory=dict)
+class _Stopping(Exception):
+    """Unwinds a slice that is waiting (for a retry, a broker, a store) when the worker stops."""
 
 
 class _Rebalances(ConsumerRebalanceListener):
@@ -93,7 +86,11 @@ class _Rebalances(ConsumerRebalanceListener):
 
 
 class Ingest:
-    """One consumer-group member. Run several processes with the same group to scale out."""
+    """One consumer-group member. Run several processes with the same group to scale out.
+
+    `accept_gaps`: True, or the `topic:partition` names whose lost messages the operator accepts
+    to go on without (see `GapError`).
+    """
 
     def __init__(
         self,
@@ -102,23 +99,25 @@ class Ingest:
         *,
         consumer: KafkaConsumer | None = None,
         producer: KafkaProducer | None = None,
+        accept_gaps: bool | Collection[str] = (),
         keys: AddressKeys | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.accept_gaps = accept_gaps
         self.keys = keys or address_keys(settings)
         self.listener = _Rebalances()
         self.consumer = consumer or kafka_clients.consumer(settings)
         self.consumer.subscribe([settings.topic_inbound], listener=self.listener)
         # Dead letters may carry values up to the topic's limit: compress them on the way out.
         self.producer = producer or kafka_clients.producer(settings, compression_type="gzip")
-        self.dead_letters = dead_letter.DeadLetterSender(settings, self.producer)
-        self.positions: dict[TopicPartition, int] = {}  # last stored offset per owned partition
+        self.stats = IngestStats()
+        self.writer = SliceWriter(settings, store, self.producer, self.stats, self._wait, self.keys)
         # Partitions (re)assigned since their last check against the store's position.
         self.unchecked: set[TopicPartition] = set()
-        # Offsets dead-lettered by a slice that is not stored yet (so a retry sends none twice).
-        self.sent_to_dead_letter: dict[TopicPartition, set[int]] = {}
-        self.stats = IngestStats()
+        self.broker = Outage(f"Kafka at {settings.kafka_bootstrap_servers}")
+        self.last_contact = time.monotonic()  # the broker last answered (records or a probe)
+        self.spin_pause_s = 0.0
         self.stopping = threading.Event()
 
     def run(
@@ -131,16 +130,27 @@ class Ingest:
         last_activity = time.monotonic()
         try:
             while not self.stopping.is_set():
-                polled = self.consumer.poll(timeout_ms=200)
-                self._check_assignment(polled)
-                if polled:
-                    last_activity = time.monotonic()
-                    for tp, records in polled.items():
-                        self._ingest_partition(tp, records)
+                try:
+                    polled = self._poll()
+                    self._ingest(polled)
+                    if polled:
+                        last_activity = time.monotonic()
+                    else:
+                        self._idle()
+                except _Stopping:
+                    break
+                except KafkaError as error:
+                    if not _transient(error):
+                        raise
+                    self._wait(self.broker.failed(error))
+                except PersistenceError as error:  # outside a slice's own retries
+                    self._wait(self.writer.store_outage.failed(error))
                 if until is not None and until(self.stats):
                     break
                 if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
                     break
+        except _Stopping:
+            pass
         finally:
             self.close()
         return self.stats
@@ -149,122 +159,170 @@ class Ingest:
         self.stopping.set()
 
     def close(self) -> None:
+        """Bounded: a broker that stopped answering must not hold the worker's exit."""
+        self.writer.close()
         try:
-            self.producer.close(timeout=10)  # flushes first
+            try:
+                self.producer.close(timeout=CLOSE_TIMEOUT_S)  # flushes first
+            except KafkaError:  # unconfirmed letters: their slice is not stored, nothing is lost
+                with contextlib.suppress(KafkaError):
+                    self.producer.close(timeout=0)
         finally:
-            self.consumer.close(autocommit=False)
+            self.consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
 
-    def _stored_position(self, tp: TopicPartition) -> int:
-        if tp not in self.positions:
-            stored = self.store.position(_tracking_name(tp))
-            self.positions[tp] = -1 if stored is None else stored
-        return self.positions[tp]
+    # -- polling ---------------------------------------------------------------------------
 
-    def _check_assignment(self, polled: dict[TopicPartition, Any]) -> None:
+    def _poll(self) -> dict[TopicPartition, list[Any]]:
+        """One poll; after a poll that only spun, a pause of our own.
+
+        kafka-python 3.0.12 spins inside `poll(timeout_ms=N)` for all of N while a heartbeat is
+        overdue (a broker that stopped answering): the fetch wait is capped by the time to the
+        next heartbeat, which is then 0. A poll that used the CPU for much of its time and
+        returned nothing is that spin: the next polls are short, with a growing pause between.
+        (Polls are not simply short: a group join that completes between two polls is dropped
+        and started again by kafka-python, so the normal poll waits long enough for a join.)
+        """
+        timeout_ms = SPIN_POLL_TIMEOUT_MS if self.spin_pause_s else POLL_TIMEOUT_MS
+        began, cpu = time.monotonic(), time.process_time()
+        polled: dict[TopicPartition, list[Any]] = self.consumer.poll(timeout_ms=timeout_ms)
+        if polled:
+            self.spin_pause_s = 0.0
+            self._broker_answered()
+        elif time.process_time() - cpu > SPIN_CPU_SHARE * (time.monotonic() - began):
+            self.spin_pause_s = min(MAX_SPIN_PAUSE_S, max(0.25, self.spin_pause_s * 2))
+        else:
+            self.spin_pause_s = 0.0
+        return polled
+
+    def _idle(self) -> None:
+        if time.monotonic() - self.last_contact > PROBE_EVERY_S:
+            self._probe_broker()
+        if self.spin_pause_s:
+            self._wait(self.spin_pause_s)
+
+    def _probe_broker(self) -> None:
+        """Asks the broker for the end of our partitions: quiet is fine, silence is an outage."""
+        partitions = sorted(self.consumer.assignment()) or [
+            TopicPartition(self.settings.topic_inbound, 0)
+        ]
+        try:
+            self.consumer.end_offsets(partitions, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
+        except KafkaError as error:
+            if not _transient(error):
+                raise
+            self.last_contact = time.monotonic()  # the next probe after another interval
+            self.broker.failed(error)
+            return
+        self._broker_answered()
+
+    def _broker_answered(self) -> None:
+        self.last_contact = time.monotonic()
+        self.broker.answered()
+
+    def _wait(self, seconds: float) -> None:
+        if self.stopping.wait(seconds):
+            raise _Stopping
+
+    # -- assignment ------------------------------------------------------------------------
+
+    def _check_assignment(self, polled: dict[TopicPartition, list[Any]]) -> None:
         """After a rebalance (it happens inside poll): forget what may have changed, and make each
-        newly assigned partition resume where the store ends."""
+        newly assigned partition resume where the store ends — or stop if that is gone."""
         for tp in self.listener.take():
-            self.positions.pop(tp, None)
+            self.writer.moved(tp)
             self.unchecked.add(tp)
-        assigned = self.consumer.assignment()
-        self.unchecked &= assigned
-        for tp in list(self.unchecked):
+        self.unchecked &= self.consumer.assignment()
+        if not self.unchecked:
+            return
+        unchecked = sorted(self.unchecked)
+        starts = self.consumer.beginning_offsets(unchecked, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
+        for tp in unchecked:
+            stored = self.writer.stored_position(tp)
+            if starts[tp] > stored + 1:
+                self._gap(tp, stored + 1, starts[tp] - 1)
+                polled.pop(tp, None)
+                self.unchecked.discard(tp)
+                continue
             records = polled.get(tp)
-            next_offset = records[0].offset if records else self.consumer.position(tp)
-            if self._resume_from_store(tp, next_offset):
+            next_offset = (
+                records[0].offset
+                if records
+                else self.consumer.position(tp, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
+            )
+            if next_offset is None:
+                continue  # not known yet: checked again after the next poll
+            self.unchecked.discard(tp)
+            if next_offset > stored + 1:
+                log.warning(
+                    "%s: the store ends at offset %d but Kafka resumed at %d; re-reading from %d",
+                    tracking_name(tp),
+                    stored,
+                    next_offset,
+                    stored + 1,
+                )
+                self.consumer.seek(tp, stored + 1)
                 polled.pop(tp, None)  # they come again, after the earlier ones
 
-    def _resume_from_store(self, tp: TopicPartition, first_offset: int) -> bool:
-        """On a newly assigned partition, go back to the store's position if Kafka's committed
-        offset is ahead of it (a restored or replaced store): the store is the truth."""
-        self.unchecked.discard(tp)
-        stored = self._stored_position(tp)
-        if first_offset <= stored + 1:
-            return False
+    def _gap(self, tp: TopicPartition, first: int, last: int) -> None:
+        """Offsets `first`..`last` were never stored and no longer exist in Kafka."""
+        name = tracking_name(tp)
+        if not (self.accept_gaps is True or (self.accept_gaps and name in self.accept_gaps)):
+            raise GapError(
+                f"{name}: the event store's next offset is {first}, but the topic now begins at "
+                f"offset {last + 1}: offsets {first}-{last} ({last - first + 1} messages) no longer "
+                "exist in Kafka (retention, deleted records, or a store restored from an old "
+                "backup) and were never stored. Stopping. To go on without them, run "
+                f"`optout-sync ingest --accept-gap {name}` (or --accept-gaps for every partition); "
+                "the accepted gap is recorded in the event store."
+            )
         log.warning(
-            "%s: the store ends at offset %d but Kafka resumed at %d; re-reading from %d",
-            _tracking_name(tp),
-            stored,
-            first_offset,
-            stored + 1,
+            "%s: accepted gap: offsets %d-%d no longer exist in Kafka and will never be stored; "
+            "recording it in the event store and going on from offset %d",
+            name,
+            first,
+            last,
+            last + 1,
         )
-        self.consumer.seek(tp, stored + 1)
-        return True
+        user = os.environ.get("USER") or f"uid {os.getuid()}"
+        if self.writer.record_gap(tp, first, last, accepted_by=f"--accept-gap ({user})"):
+            self.consumer.seek(tp, last + 1)
+
+    # -- storing ---------------------------------------------------------------------------
+
+    def _ingest(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """Stores each partition's slice; a slice not stored is read again (seek back to it)."""
+        stored: set[TopicPartition] = set()
+        try:
+            self._check_assignment(polled)
+            for tp, records in polled.items():
+                self._ingest_partition(tp, records)
+                stored.add(tp)
+        finally:
+            for tp, records in polled.items():
+                if tp not in stored and tp in self.consumer.assignment():
+                    self.consumer.seek(tp, records[0].offset)
 
     def _ingest_partition(self, tp: TopicPartition, records: Sequence[Any]) -> None:
-        for attempt in range(_WRITE_ATTEMPTS):
-            stored = self._stored_position(tp)
-            fresh = [r for r in records if r.offset > stored]
-            self.stats.redelivered += len(records) - len(fresh)
-            if not fresh:
-                if records and records[-1].offset <= stored:
-                    self.consumer.seek(tp, stored + 1)
-                return
-            try:
-                self._store(tp, fresh)
-                return
-            except IntegrityError:
-                # Another member wrote this partition or these persons first (a rebalance
-                # overlap): reload the truth from the store and try again with what is left.
-                self.stats.retries += 1
-                self.positions.pop(tp, None)
-                self.store.forget_cached_persons()
-                log.info("store refused a write to %s; retrying (attempt %d)", tp, attempt + 1)
-                self.stopping.wait(min(2.0, 0.05 * 2**attempt))  # back off, unless stopping
-        raise RuntimeError(f"could not store {_tracking_name(tp)} in {_WRITE_ATTEMPTS} attempts")
-
-    def _store(self, tp: TopicPartition, records: Sequence[Any]) -> None:
-        changes: list[Change] = []
-        rejected = 0
-        for record in records:
-            try:
-                message = decode(record.value, max_skew=self.settings.max_clock_skew)
-                change = to_change(message, self.keys)
-            except ContractError as error:
-                self._dead_letter(tp, record, error.code, error.reason)
-                rejected += 1
-                continue
-            refusal = problem(change)
-            if refusal is not None:
-                self._dead_letter(tp, record, "refused_by_domain", refusal)
-                rejected += 1
-                continue
-            changes.append(change)
-        if rejected:
-            self.dead_letters.confirm()  # durable before the position moves past them
-        last = records[-1].offset
+        stored = self.writer.stored_position(tp)
+        fresh = [r for r in records if r.offset > stored]
+        self.stats.redelivered += len(records) - len(fresh)
+        if not fresh:
+            if records and records[-1].offset <= stored:
+                self.consumer.seek(tp, stored + 1)
+            return
+        if fresh[0].offset > stored + 1:
+            # Transaction markers leave holes too; only a log start past us is a gap.
+            start = self.consumer.beginning_offsets([tp], timeout_ms=KAFKA_CALL_TIMEOUT_MS)[tp]
+            if start > stored + 1:
+                self._gap(tp, stored + 1, start - 1)
+        self.writer.save(tp, fresh)
+        last = self.writer.stored_position(tp)
         try:
-            batch = self.store.record(changes, Tracking(_tracking_name(tp), last))
-        except Exception:
-            self.store.forget_cached_persons()
-            raise
-        self.positions[tp] = last
-        self.sent_to_dead_letter.pop(tp, None)
-        self.stats.polled += len(records)
-        self.stats.recorded += batch.recorded
-        self.stats.duplicates += batch.duplicates
-        self.stats.dead_lettered += rejected
-        self.stats.positions[_tracking_name(tp)] = last
-        self.consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
-        log.info(
-            "%s: stored %d changes (%d already recorded, %d dead-lettered) up to offset %d",
-            _tracking_name(tp),
-            batch.recorded,
-            batch.duplicates,
-            rejected,
-            last,
-        )
-
-    def _dead_letter(self, tp: TopicPartition, record: Any, code: str, reason: str) -> None:
-        sent = self.sent_to_dead_letter.setdefault(tp, set())
-        if record.offset in sent:
-            return  # already confirmed by an earlier attempt at this slice
-        self.dead_letters.send(record, code, reason)
-        sent.add(record.offset)
-        log.warning(
-            "dead-lettered %s:%d@%d: %s", record.topic, record.partition, record.offset, code
-        )
+            self.consumer.commit_async({tp: OffsetAndMetadata(last + 1, "", -1)})
+        except KafkaError as error:  # only a hint: the store holds the position
+            log.debug("could not commit %s: %s", tracking_name(tp), describe(error))
 
 
-def _tracking_name(tp: TopicPartition) -> str:
-    return f"{tp.topic}:{tp.partition}"
+def _transient(error: KafkaError) -> bool:
+    """A broker that is away or busy, rather than a mistake that waiting will not mend."""
+    return bool(error.retriable)  # timeouts, lost connections, leaders moving, ...

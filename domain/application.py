@@ -12,27 +12,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.application import (
     AggregateNotFoundError,
-    Cache,
-    LRUCache,
     ProcessingEvent,
     project_aggregate,
 )
 from eventsourcing.domain import Snapshot
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, StoredEvent, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    PersistenceError,
+    StoredEvent,
+    Tracking,
+)
 from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.utils import get_topic
 
 from domain.identity import aggregate_id, is_address, record_type
+from domain.input_gap import InputGap
 from domain.person import Person, Provenance, Standing, address_state, standing
 from domain.rule import ChangeKind, MarkAsDict, OptOut, OptOutAsDict
 
-__all__ = ["Change", "ChangeBatch", "ChangeKind", "Index", "OptOutLog", "problem"]
+__all__ = ["Change", "ChangeBatch", "ChangeKind", "ChangesFailed", "Index", "OptOutLog", "problem"]
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 100  # events: a person with 10,000 changes loads like one with 100
@@ -64,6 +70,20 @@ class ChangeBatch:
     persons: dict[UUID, Person] = field(default_factory=dict)
     # Look the change ids up before applying (after the store refused an optimistic attempt).
     look_up_recorded: bool = False
+    # Stored events read for the batch in one query, projected when a change first needs them.
+    unprojected: dict[UUID, Sequence[StoredEvent]] = field(default_factory=dict)
+
+
+class ChangesFailed(Exception):
+    """Some changes of a batch raised in the domain (by index); nothing of the batch was recorded.
+
+    Only the first failure of each person is reported: its later changes are not tried, because
+    a command that raised may have left the person half changed.
+    """
+
+    def __init__(self, failures: Mapping[int, Exception]) -> None:
+        super().__init__(f"{len(failures)} changes failed in the domain")
+        self.failures = dict(failures)
 
 
 @runtime_checkable
@@ -85,6 +105,12 @@ class Index(Protocol):
 
     def erase_address(self, mailbox: str) -> bool:
         """Deletes the clear address for good; True if there was one."""
+
+
+_CHANGE_TOPICS = [
+    get_topic(kind)
+    for kind in (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.SalesforceLinked)
+]
 
 
 class OptOutLog(EventSourcedProjection[UUID]):
@@ -120,17 +146,34 @@ class OptOutLog(EventSourcedProjection[UUID]):
             # and the unique index of change ids refuses it if it comes.
             self.process_event(batch, position)  # type: ignore[arg-type]
         except IntegrityError:
-            self.evict(batch.persons)  # they may hold events that were never stored
+            self.forget_persons(batch.persons)  # they may hold events that were never stored
             batch = ChangeBatch(changes, look_up_recorded=True)
             try:
                 self.process_event(batch, position)  # type: ignore[arg-type]
             except IntegrityError:
-                self.evict(batch.persons)
+                self.forget_persons(batch.persons)
                 raise
         return batch
 
-    def evict(self, person_ids: Collection[UUID]) -> None:
-        """Drops these persons from the writer's cache: the next batch reads them from the store."""
+    def record_gap(self, source: str, first: int, last: int, accepted_by: str) -> InputGap:
+        """Records that positions `first`..`last` of `source` will never be recorded, and moves
+        the source's position past them, in one transaction."""
+        gap = InputGap(source, first, last, accepted_by)
+        processing_event = ProcessingEvent[UUID](Tracking(source, last))
+        processing_event.collect_events(gap)
+        self._record(processing_event)
+        return gap
+
+    def gaps(self) -> Iterator[InputGap.Accepted]:
+        """Every accepted gap, in the order they were recorded."""
+        for notification in self._all_notifications(topics=[get_topic(InputGap.Accepted)]):
+            event = self.mapper.to_domain_event(notification)
+            assert isinstance(event, InputGap.Accepted)
+            yield event
+
+    def forget_persons(self, person_ids: Iterable[UUID]) -> None:
+        """Drops these persons from the cache: after a failed write (the cached objects may hold
+        events that were never stored), or when another writer may change them."""
         cache = self.repository.cache
         if cache is None:
             return
@@ -145,37 +188,46 @@ class OptOutLog(EventSourcedProjection[UUID]):
             if batch.look_up_recorded
             else set()
         )
-        fresh: list[Change] = []
-        for change in batch.changes:
+        fresh: list[tuple[int, Change]] = []
+        for index, change in enumerate(batch.changes):
             if change.how.event_id in known:
                 batch.duplicates += 1
             else:
                 known.add(change.how.event_id)
-                fresh.append(change)
-        self._load_persons(batch, fresh)
+                fresh.append((index, change))
+        self._load_persons(batch, [change for _, change in fresh])
         addresses: dict[str, str] = {}
         carriers: set[tuple[str, str]] = set()
-        for change in fresh:
-            person = batch.persons[aggregate_id(change.person_key)]
-            # Only a link the person did not have yet (an address: its first change) is new to
-            # the index.
-            if change.mailbox == change.person_key:
-                new_link = person.own == OptOut() and person.salesforce_id is None
-            else:
-                new_link = change.mailbox is not None and change.mailbox not in person.mailboxes
-            _apply(person, change)
+        failures: dict[int, Exception] = {}
+        broken: set[UUID] = set()
+        for index, change in fresh:
+            person_id = aggregate_id(change.person_key)
+            if person_id in broken:
+                continue  # tried again in the next attempt, on a person read afresh
+            try:
+                person = self._person_for(batch, change.person_key)
+                new_link = _new_link(person, change)
+                _apply(person, change)
+            except PersistenceError:
+                raise  # the store's trouble, not this change's
+            except Exception as error:  # whatever the cause, it is this change that fails
+                failures[index] = error
+                broken.add(person_id)
+                continue
             batch.recorded += 1
             if new_link and change.mailbox is not None:
                 if change.email is not None:
                     addresses[change.mailbox] = change.email
                 if change.mailbox != change.person_key:
                     carriers.add((change.mailbox, change.person_key))
+        if failures:
+            raise ChangesFailed(failures)
         for person_id, person in batch.persons.items():
             # Collected by hand: collect_events() checks a runtime Protocol per item, which is slow.
             processing_event.events.extend(person.collect_events())
             processing_event.aggregates[person_id] = person
         processing_event.saved_kwargs.update(
-            change_ids=[change.how.event_id for change in fresh],
+            change_ids=[change.how.event_id for index, change in fresh],
             addresses=addresses,
             carriers=sorted(carriers),
         )
@@ -245,17 +297,22 @@ class OptOutLog(EventSourcedProjection[UUID]):
 
     def all_changes(self, page: int = 1000) -> Iterator[Person.Changed]:
         """Every recorded change of every person, in the order they were stored."""
+        for notification in self._all_notifications(page, _CHANGE_TOPICS):
+            event = self.mapper.to_domain_event(notification)
+            assert isinstance(event, Person.Changed)
+            yield event
+
+    def _all_notifications(self, page: int = 1000, topics: Sequence[str] = ()) -> Iterator[Any]:
+        """The stored events of these topics, in order (read by topic: an event of a type this
+        version does not know, written by a newer one, is left alone)."""
         if page < 1:
             raise ValueError("page must be at least 1")
         start: int | None = None
         while True:
             notifications = self.recorder.select_notifications(
-                start, page, inclusive_of_start=start is None
+                start, page, topics=topics, inclusive_of_start=start is None
             )
-            for notification in notifications:
-                event = self.mapper.to_domain_event(notification)
-                if isinstance(event, Person.Changed):
-                    yield event
+            yield from notifications
             if len(notifications) < page:
                 return
             start = notifications[-1].id
@@ -264,14 +321,6 @@ class OptOutLog(EventSourcedProjection[UUID]):
         """The last recorded position of each source, -1 where none is recorded yet."""
         recorded = {source: self.position(source) for source in sources}
         return {source: -1 if at is None else at for source, at in recorded.items()}
-
-    def forget_cached_persons(self) -> None:
-        """After a failed write: cached aggregates may hold events that were never stored."""
-        cache = self.repository.cache
-        if isinstance(cache, LRUCache):
-            self.repository.cache = LRUCache(maxsize=cache.maxsize)
-        elif cache is not None:
-            self.repository.cache = Cache()
 
     def position(self, source: str) -> int | None:
         """The last recorded position (e.g. Kafka offset) of a source like `topic:partition`."""
@@ -293,12 +342,23 @@ class OptOutLog(EventSourcedProjection[UUID]):
         stored = self.index.histories(list(keys)) if keys else {}
         for person_id, key in keys.items():
             if person_id in stored:
-                events = map(self.mapper.to_domain_event, stored[person_id])
-                person = project_aggregate(None, events)
-                assert isinstance(person, Person)
-                batch.persons[person_id] = person
+                batch.unprojected[person_id] = stored[person_id]
             else:
                 batch.persons[person_id] = Person.register(key)
+
+    def _person_for(self, batch: ChangeBatch, key: str) -> Person:
+        person_id = aggregate_id(key)
+        if person_id not in batch.persons:
+            stored = batch.unprojected.pop(person_id, None)
+            if stored is None:
+                batch.persons[person_id] = self.person(key) or Person.register(key)
+            else:
+                # Projected here, so that a history this version cannot read fails its change only.
+                person = project_aggregate(None, map(self.mapper.to_domain_event, stored))
+                if not isinstance(person, Person):
+                    raise TypeError(f"the stored history of {key} is not a person's")
+                batch.persons[person_id] = person
+        return batch.persons[person_id]
 
 
 def problem(change: Change) -> str | None:
@@ -338,6 +398,16 @@ def without_addresses(how: Provenance) -> Provenance:
         how.occurred_at,
         reason,
     )
+
+
+def _new_link(person: Person, change: Change) -> bool:
+    """Whether the change links the person to an address the index does not have for it yet
+    (for an address itself: its first change)."""
+    if change.mailbox is None:
+        return False
+    if change.mailbox == change.person_key:
+        return person.own == OptOut() and person.salesforce_id is None
+    return change.mailbox not in person.mailboxes
 
 
 def _apply(person: Person, change: Change) -> None:

@@ -33,6 +33,8 @@ class SandboxConfig:
     # Fault specs applied at start, same shape as the admin endpoint's body.
     faults: tuple[dict[str, object], ...] = field(default_factory=tuple)
     query_page_size: int = 2000
+    # Bytes of URI (path and query string) plus headers a REST call may carry (help article 000386264).
+    uri_limit: int = 16_384
     collection_limit: int = 200
     bulk_chunk_rows: int = 5000
     call_log_size: int = 500_000

@@ -38,6 +38,19 @@ def _error_response(error: ApiError) -> Response:
     return json_response(error.body(), error.status)
 
 
+def _too_long(scope: Scope, limit: int) -> Response | None:
+    """Salesforce's edge: URI over the limit is 414, URI plus headers over it 431 (never counted)."""
+    uri = len(scope.get("raw_path") or scope["path"].encode())
+    if scope.get("query_string"):
+        uri += 1 + len(scope["query_string"])
+    if uri > limit:
+        return Response("URI Too Long", 414, media_type="text/plain")
+    headers = sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # "k: v\r\n"
+    if uri + headers > limit:
+        return Response("Request Header Fields Too Large", 431, media_type="text/plain")
+    return None
+
+
 def _kind(path: str) -> str:
     if path.startswith(_DATA_PREFIX):
         return "api"
@@ -80,6 +93,11 @@ class Gate:
             await send(message)
 
         try:
+            too_long = _too_long(scope, self.org.config.uri_limit) if kind == "api" else None
+            if too_long is not None:
+                kind = "edge"  # refused before the API: no usage counted, no Sforce-Limit-Info
+                await too_long(scope, receive, send_with_usage)
+                return
             refusal = (
                 await self._refusal(scope, receive, kind, method, path) if kind == "api" else None
             )

@@ -24,7 +24,7 @@ ENGINE_NAMES = {
 # What a program does with those settings: log in, check the org, print the budget.
 LOG_IN = (
     "from adapters import salesforce, settings; "
-    "check = salesforce.check_org(salesforce.connect(settings.load())); "
+    "check = salesforce.connect(settings.load()).check_org(); "
     "print(check.instance, check.field_present, check.api_max)"
 )
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from adapters.settings import Settings
-from tests.integration.ingest_harness import isolated_settings
+from tests.integration.ingest_harness import ingest_workers, isolated_settings
+
+__all__ = ["config", "ingest_workers"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,15 +1,19 @@
-"""Helpers for the ingest tests: isolated topics and groups per test, producing, waiting."""
+"""Helpers for the ingest tests: isolated topics and groups per test, workers that are always
+reaped, producing, waiting."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from adapters import kafka_clients
@@ -51,15 +55,104 @@ def env_of(config: Settings, **extra: str) -> dict[str, str]:
     }
 
 
-def start_ingest(config: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
-    """`optout-sync ingest` as a separate process, as an operator would run it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "consumers", "ingest", "--no-prepare"],
-        cwd=REPO,
-        env=env_of(config, **extra_env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+# A worker asked to stop exits within 15 s (the product's promise); reaping gives it a little more
+# on a busy machine before SIGKILL.
+STOP_WITHIN_S = 15.0
+REAP_AFTER_SIGTERM_S = 25.0
+
+
+def _die_with_the_test_process() -> None:
+    """Runs in the child: SIGTERM it when the process that started it dies, however it dies
+    (prctl PR_SET_PDEATHSIG), so that not even a SIGKILLed test run leaves a worker behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class Worker:
+    """One `optout-sync -v ingest` process with its log in a file (a pipe nobody reads fills up
+    and blocks the worker)."""
+
+    def __init__(self, config: Settings, log_path: Path, args: Iterable[str], env: dict[str, str]):
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "consumers", "-v", "ingest", "--no-prepare", *args],
+                cwd=REPO,
+                env=env_of(config, **env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                # Linux sends it when the starting *thread* ends: start workers from the test.
+                preexec_fn=_die_with_the_test_process,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return f"--- last lines of {self.log_path} ---\n" + "\n".join(
+            self.log().splitlines()[-lines:]
+        )
+
+    def stop(self, within_s: float = STOP_WITHIN_S) -> int:
+        """SIGTERM, and its exit code once it has exited; fails the test if it takes longer."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=within_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker {self.pid} had not exited {within_s:.0f}s after SIGTERM\n{self.tail()}"
+            ) from None
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=60)
+
+    def reap(self) -> None:
+        """Ends it whatever state it is in: SIGTERM, SIGKILL after a bound, and waits."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=REAP_AFTER_SIGTERM_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=60)
+
+
+class Workers:
+    """The ingest workers one test started; all of them are reaped when it ends."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[Worker] = []
+
+    def start(self, config: Settings, *args: str, **env: str) -> Worker:
+        """`optout-sync ingest` as a separate process, as an operator would run it."""
+        log_path = self.log_dir / f"worker-{len(self.started) + 1}.log"
+        worker = Worker(config, log_path, args, env)
+        self.started.append(worker)
+        return worker
+
+    def reap_all(self) -> None:
+        for worker in self.started:
+            worker.reap()
+
+
+@pytest.fixture
+def ingest_workers(tmp_path: Path) -> Iterator[Workers]:
+    """Starts ingest workers for a test and reaps every one of them, pass or fail."""
+    workers = Workers(tmp_path)
+    try:
+        yield workers
+    finally:
+        workers.reap_all()
 
 
 def produce(config: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
@@ -90,11 +183,19 @@ def end_offsets(config: Settings, topic: str | None = None) -> dict[str, int]:
     return {f"{tp.topic}:{tp.partition}": end - 1 for tp, end in ends.items() if end > 0}
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    context: Callable[[], str] = lambda: "",
+) -> None:
+    """Waits until `condition()` holds; fails naming what it waited for (and `context()`)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f}s waiting for {what}\n{context()}"
+            )
         time.sleep(0.05)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -93,17 +94,10 @@ def test_dead_letters_can_be_redriven_to_the_inbound_topic(config: Settings) -> 
     assert len(list(dead_letter.read(config))) == 2
 
 
-def test_a_worker_with_a_stale_view_of_its_partitions_writes_nothing_twice(
-    config: Settings,
-) -> None:
-    changes = [good_change(person=PersonRef(person_id=f"p-{i % 7}")) for i in range(40)]
-    produce(config, keyed(changes))
-    first = run_until_caught_up(config)
-    assert first.stats.recorded == 40
-
-    # A zombie: a member of another group whose reads of the stored positions are stale, as a
-    # worker's are after losing its partitions unnoticed during a long pause. Its writes still
-    # go to the real store, which must refuse them.
+def zombie_of(config: Settings) -> Ingest:
+    """A zombie: a member of another group whose first read of each stored position is stale, as
+    a worker's is after losing its partitions unnoticed during a long pause. Its writes still go
+    to the real store, which must not store anything twice."""
     zombie_config = msgspec.structs.replace(config, consumer_group=f"{config.consumer_group}-z")
     store = bootstrap.open_store(zombie_config, writer=True)
     true_position, stale = store.position, {f"{config.topic_inbound}:{p}" for p in range(4)}
@@ -115,13 +109,51 @@ def test_a_worker_with_a_stale_view_of_its_partitions_writes_nothing_twice(
         return true_position(name)
 
     store.position = stale_first_read  # type: ignore[method-assign]
-    zombie = Ingest(zombie_config, store)
-    done = caught_up(zombie_config, reader(zombie_config))
-    zombie.run(until=lambda _stats: done(), idle_exit_s=20)
+    return Ingest(zombie_config, store)
 
+
+def run_zombie(config: Settings) -> Ingest:
+    zombie = zombie_of(config)
+    done = caught_up(config, reader(config))
+    zombie.run(until=lambda _stats: done(), idle_exit_s=20)
+    return zombie
+
+
+def test_a_worker_with_a_stale_view_of_its_partitions_writes_nothing_twice(
+    config: Settings,
+) -> None:
+    changes = [good_change(person=PersonRef(person_id=f"p-{i % 7}")) for i in range(40)]
+    produce(config, keyed(changes))
+    first = run_until_caught_up(config)
+    assert first.stats.recorded == 40
+
+    # Its slices end at the stored positions: the position fence refuses them.
+    zombie = run_zombie(config)
     assert zombie.stats.retries >= 1, "the store's position fence refused the stale write"
     assert zombie.stats.recorded == 0
     assert sorted(map(str, stored_event_ids(config))) == sorted(str(c.event_id) for c in changes)
+
+
+def test_a_stale_worker_whose_slice_runs_past_the_stored_position_stores_only_what_is_new(
+    config: Settings,
+) -> None:
+    stored = [good_change(person=PersonRef(person_id=f"p-{i % 7}")) for i in range(40)]
+    produce(config, keyed(stored))
+    assert run_until_caught_up(config).stats.recorded == 40
+    new = [good_change(person=PersonRef(person_id=f"p-{i % 7}")) for i in range(20)]
+    produce(config, keyed(new))
+
+    # Its slices hold each partition's stored prefix and the new changes after it. The fence lets
+    # a slice that ends past the stored position through; each person's record of the event ids
+    # it has applied is what keeps the prefix from being stored twice.
+    zombie = run_zombie(config)
+    assert zombie.stats.duplicates > 0, "a slice held stored changes and new ones"
+    assert zombie.stats.recorded == 20
+    counts = Counter(stored_event_ids(config))
+    assert set(counts) == {change.event_id for change in stored + new}
+    assert set(counts.values()) == {1}, "nothing is stored twice"
+    store = reader(config)
+    assert caught_up(config, store)(), "the positions moved to the end of every partition"
 
 
 def test_a_replaced_store_is_filled_again_from_kafka_whatever_offsets_the_group_committed(

@@ -119,5 +119,9 @@ def test_latency_is_visible_in_the_call_log(sandbox: Sandbox, sf: Salesforce) ->
 
 def test_probability_zero_never_fires(sandbox: Sandbox, sf: Salesforce) -> None:
     sandbox.add_fault("server_unavailable", probability=0.0)
-    for _ in range(5):
-        sf.limits()
+    sandbox.clear_calls()
+    for _ in range(20):
+        assert sf.limits()["DailyApiRequests"]["Max"] > 0  # raises on a 503
+    assert [call.status for call in sandbox.call_log] == [200] * 20
+    [fault] = sandbox.org.faults.describe()  # still armed, never fired
+    assert (fault["kind"], fault["fired"]) == ("server_unavailable", 0)

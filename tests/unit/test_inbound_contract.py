@@ -25,6 +25,9 @@ from adapters.inbound import (
     kafka_key,
     schema_text,
 )
+from consumers.ingest import DEAD_LETTER_CODES, to_change
+from domain.application import ChangeKind
+from domain.identity import AddressKeys
 from tests.bad_messages import BAD_MESSAGES, BadMessage
 from tests.factories import (
     CONTACT_ID_18,
@@ -259,7 +262,26 @@ def test_the_schema_describes_version_1() -> None:
 
 def test_the_documentation_lists_every_code() -> None:
     document = (ROOT / "docs/inbound-contract.md").read_text(encoding="utf-8")
-    assert [code for code in sorted(CODES) if f"`{code}`" not in document] == []
+    codes = sorted(CODES | set(DEAD_LETTER_CODES))
+    assert [code for code in codes if f"`{code}`" not in document] == []
+    assert not CODES & set(DEAD_LETTER_CODES), "one meaning per code"
+
+
+def test_the_wire_and_the_domain_have_one_list_of_change_types() -> None:
+    assert sorted(json_schema()["$defs"]["ChangeKind"]["enum"]) == sorted(ChangeKind)
+    needs = {
+        ChangeKind.UNSUBSCRIBED: {},
+        ChangeKind.UNSUBSCRIBE_REMOVED: {"actor": USER, "reason": "re-consented"},
+        ChangeKind.PERSON_LINKED: {},
+    }
+    assert set(needs) == set(ChangeKind)
+    for kind, fields in needs.items():
+        message = decode(json.dumps(good_message(type=kind.value, **fields)).encode())
+        assert to_change(message, AddressKeys(b"k" * 32)).kind is kind
+    with pytest.raises(ContractError) as refused:
+        decode(json.dumps(good_message(type="resubscribed")).encode())
+    assert refused.value.code == "unknown_type"
+    assert ", ".join(ChangeKind) in refused.value.reason
 
 
 def test_the_documented_sample_message_decodes() -> None:

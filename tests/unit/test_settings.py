@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from adapters import kafka_clients
-from adapters.settings import ConfigError, load
+from adapters.settings import ConfigError, DailyBudget, load
 from devservices import settings as devservices_settings
+from domain.opt_out_field import OptOutField
 
 
 def test_defaults_are_the_embedded_ones(tmp_path: Path) -> None:
@@ -95,6 +96,55 @@ def test_min_insync_replicas_defaults_to_one_less_than_the_replicas() -> None:
     assert chosen.topic_min_insync_replicas == 3
 
 
+def test_salesforce_sync_defaults() -> None:
+    settings = load({})
+    assert settings.salesforce_daily_budget == DailyBudget(share=0.2)
+    assert settings.salesforce_daily_budget.limit(100_000) == 20_000
+    assert settings.opt_out_field is OptOutField.EMAIL_OPT_OUT
+    assert settings.nightly_sync is False
+    assert settings.salesforce_timeout_s == 30.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "budget"),
+    [
+        ("5000", DailyBudget(calls=5000)),
+        ("50%", DailyBudget(share=0.5)),
+        (" 2.5% ", DailyBudget(share=0.025)),
+    ],
+)
+def test_the_daily_budget_is_calls_or_a_share(raw: str, budget: DailyBudget) -> None:
+    assert load({"OPTOUT_SALESFORCE_DAILY_BUDGET": raw}).salesforce_daily_budget == budget
+
+
+def test_the_marketo_field_and_the_nightly_switch() -> None:
+    settings = load(
+        {
+            "OPTOUT_OPT_OUT_FIELD": "Marketo_Sales_Opt_Out",
+            "OPTOUT_MARKETO_FIELD_NAME": "mkto71_Sales_Opt_Out__c",
+            "OPTOUT_NIGHTLY_SYNC": "on",
+        }
+    )
+    assert settings.opt_out_field is OptOutField.MARKETO_SALES_OPT_OUT
+    assert settings.marketo_field_name == "mkto71_Sales_Opt_Out__c"
+    assert settings.nightly_sync is True
+
+
+def test_client_credentials_come_from_files_and_never_show(tmp_path: Path) -> None:
+    key, secret = tmp_path / "key", tmp_path / "secret"
+    key.write_text("3MVG9-consumer-key\n")
+    secret.write_text("consumer-s3cret\n")
+    settings = load(
+        {
+            "SALESFORCE_CONSUMER_KEY_FILE": str(key),
+            "SALESFORCE_CONSUMER_SECRET_FILE": str(secret),
+            "SALESFORCE_DOMAIN": "acme.my",
+        }
+    )
+    assert str(settings.salesforce_consumer_secret) == "consumer-s3cret"
+    assert "consumer-s3cret" not in repr(settings) and "3MVG9" not in repr(settings)
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
@@ -151,3 +201,39 @@ def test_the_development_services_read_their_own_settings(tmp_path: Path) -> Non
     assert load({"OPTOUT_KAFKA_PORT": "29092"}).kafka_bootstrap_servers == "127.0.0.1:29092"
     with pytest.raises(devservices_settings.SettingError, match="OPTOUT_POSTGRES_PORT"):
         devservices_settings.load({"OPTOUT_POSTGRES_PORT": "http"})
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OPTOUT_SALESFORCE_DAILY_BUDGET": "0"}, "OPTOUT_SALESFORCE_DAILY_BUDGET"),
+        ({"OPTOUT_SALESFORCE_DAILY_BUDGET": "150%"}, "OPTOUT_SALESFORCE_DAILY_BUDGET"),
+        ({"OPTOUT_SALESFORCE_DAILY_BUDGET": "lots"}, "OPTOUT_SALESFORCE_DAILY_BUDGET"),
+        ({"OPTOUT_OPT_OUT_FIELD": "HasOptedOutOfEmail"}, "OPTOUT_OPT_OUT_FIELD"),
+        ({"OPTOUT_MARKETO_FIELD_NAME": "x' OR 1"}, "OPTOUT_MARKETO_FIELD_NAME"),
+        ({"OPTOUT_NIGHTLY_SYNC": "sometimes"}, "OPTOUT_NIGHTLY_SYNC"),
+        ({"OPTOUT_SALESFORCE_TIMEOUT": "0"}, "OPTOUT_SALESFORCE_TIMEOUT"),
+        (
+            {"SALESFORCE_CONSUMER_KEY": "k", "SALESFORCE_DOMAIN": "acme.my"},
+            "SALESFORCE_CONSUMER_SECRET",
+        ),
+        (
+            {"SALESFORCE_CONSUMER_SECRET": "s", "SALESFORCE_DOMAIN": "acme.my"},
+            "SALESFORCE_CONSUMER_KEY",
+        ),
+        ({"SALESFORCE_CONSUMER_KEY": "k", "SALESFORCE_CONSUMER_SECRET": "s"}, "SALESFORCE_DOMAIN"),
+        (
+            {
+                "SALESFORCE_USERNAME": "u",
+                "SALESFORCE_PASSWORD": "p",
+                "SALESFORCE_CONSUMER_KEY": "k",
+                "SALESFORCE_CONSUMER_SECRET": "s",
+                "SALESFORCE_DOMAIN": "acme.my",
+            },
+            "SALESFORCE_CONSUMER_KEY",
+        ),
+    ],
+)
+def test_a_bad_salesforce_setting_is_refused_with_its_name(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load(env)
