@@ -23,7 +23,7 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
 from adapters.settings import ConfigError, Settings
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 from domain.identity import AddressKeys
 
 # Writers own their partitions, so a cached aggregate is current; a stale one is caught by the
@@ -151,15 +151,15 @@ def address_keys(settings: Settings) -> AddressKeys:
 
 def create_tables(database_url: str) -> None:
     """Creates the event store's tables if missing (idempotent)."""
-    OptOutLog(env=environment(database_url, create_table=True)).close()
+    ChangeRecorder(env=environment(database_url, create_table=True)).close()
 
 
-def open_log(settings: Settings, *, writer: bool = False) -> OptOutLog:
+def open_log(settings: Settings, *, writer: bool = False) -> ChangeRecorder:
     """The event log on the configured store; writers keep a trusted aggregate cache."""
     env = environment(settings.database_url)
     if writer:
         env.update(WRITER_CACHE)
-    return OptOutLog(env=env)
+    return ChangeRecorder(env=env)
 
 
 # The index beside the log (domain.application.Index): the same three tables on both stores.

@@ -13,7 +13,7 @@ from kafka.errors import KafkaError
 
 from adapters import event_store, kafka_clients
 from adapters.settings import ConfigError, Settings, load
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 
 if TYPE_CHECKING:
     from devservices import ServiceStatus
@@ -103,5 +103,5 @@ def reachable(config: Settings) -> Iterator[None]:
         ) from None
 
 
-def open_store(config: Settings, *, writer: bool = False) -> OptOutLog:
+def open_store(config: Settings, *, writer: bool = False) -> ChangeRecorder:
     return event_store.open_log(config, writer=writer)

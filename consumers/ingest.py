@@ -38,7 +38,7 @@ from consumers.slice_writer import (
     to_change,
     tracking_name,
 )
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 from domain.identity import AddressKeys
 
 __all__ = ["DEAD_LETTER_CODES", "WRITE_ATTEMPTS", "GapError", "Ingest", "IngestStats", "to_change"]
@@ -95,7 +95,7 @@ class Ingest:
     def __init__(
         self,
         settings: Settings,
-        store: OptOutLog,
+        store: ChangeRecorder,
         *,
         consumer: KafkaConsumer | None = None,
         producer: KafkaProducer | None = None,

@@ -21,7 +21,7 @@ from adapters.event_store import open_log
 from adapters.inbound import ChangeV1, encode, kafka_key
 from adapters.settings import Settings, load
 from consumers import bootstrap
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -199,11 +199,11 @@ def wait_for(
         time.sleep(0.05)
 
 
-def caught_up(config: Settings, store: OptOutLog) -> Callable[[], bool]:
+def caught_up(config: Settings, store: ChangeRecorder) -> Callable[[], bool]:
     """True once the store's positions reach the end of every inbound partition."""
     ends = end_offsets(config)
     return lambda: all(position >= ends[name] for name, position in store.positions(ends).items())
 
 
-def reader(config: Settings) -> OptOutLog:
+def reader(config: Settings) -> ChangeRecorder:
     return open_log(config)

@@ -53,7 +53,9 @@ def unsubscribe(person_id: str) -> ChangeV1:
     return good_change(person=PersonRef(person_id=person_id))
 
 
-def write_a_history_this_version_cannot_read(config: Settings, person_id: str, how: str) -> None:
+def write_a_history_this_version_cannot_read(
+    config: Settings, person_id: str, provenance: str
+) -> None:
     """A person's history as a newer version would have written it: an event type this version
     does not have, or a field it does not know."""
     store = reader(config)
@@ -61,7 +63,7 @@ def write_a_history_this_version_cannot_read(config: Settings, person_id: str, h
         person = Person.register(f"person:{person_id}")
         stored = store.mapper.to_stored_event(person.collect_events()[0])
         topic, state = stored.topic, json.loads(stored.state)
-        if how == "unknown event type":
+        if provenance == "unknown event type":
             topic = "domain.person:Person.Merged"
         else:  # a field renamed by the newer version
             state["person_key"] = state.pop("key")
