@@ -25,7 +25,7 @@ from adapters import kafka_clients
 from adapters.inbound import Actor, ChangeV1, PersonRef, encode, kafka_key
 from adapters.settings import Settings, load
 from consumers import bootstrap
-from consumers.ingest import Ingest, IngestStats
+from consumers.ingest import IngestStats
 from devservices import database as local_postgres
 
 PARTITIONS = 4
@@ -81,7 +81,7 @@ def ingest(config: Settings, messages: int) -> float:
     """One in-process ingest worker; events/s from its first stored batch (group join is
     start-up, not throughput) to the last."""
     bootstrap.prepare(config)
-    worker = Ingest(config, bootstrap.open_store(config, writer=True))
+    worker = bootstrap.ingest(config)
     first_stored: list[float] = []
 
     def done(stats: IngestStats) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ from kafka.errors import KafkaError
 
 from adapters import event_store, kafka_clients
 from adapters.settings import ConfigError, Settings, load
+from consumers.ingest import Ingest
 from domain.application import ChangeRecorder
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def prepare(config: Settings) -> list[str]:
     """
     with reachable(config):
         try:
-            event_store.create_tables(config.database_url)
+            create_tables(config.database_url)
         except Exception as error:  # a concurrent creator can race on PostgreSQL's catalog
             if "already exists" not in str(error) and "duplicate key" not in str(error):
                 raise
@@ -103,5 +104,24 @@ def reachable(config: Settings) -> Iterator[None]:
         ) from None
 
 
+def create_tables(database_url: str) -> None:
+    """Creates the event store's tables (and the index beside them) if missing (idempotent)."""
+    ChangeRecorder(env=event_store.environment(database_url, create_table=True)).close()
+
+
 def open_store(config: Settings, *, writer: bool = False) -> ChangeRecorder:
-    return event_store.open_log(config, writer=writer)
+    """The application service on the configured store; a writer keeps a trusted cache."""
+    return ChangeRecorder(env=event_store.environment(config.database_url, writer=writer))
+
+
+def ingest(config: Settings, *, accept_gaps: bool | Collection[str] = ()) -> Ingest:
+    """One ingest worker, wired: its store, its Kafka clients, the address key."""
+    return Ingest(
+        config,
+        open_store(config, writer=True),
+        consumer=kafka_clients.consumer(config),
+        # Dead letters may carry values up to the topic's limit: compress them on the way out.
+        producer=kafka_clients.producer(config, compression_type="gzip"),
+        keys=event_store.address_keys(config),
+        accept_gaps=accept_gaps,
+    )

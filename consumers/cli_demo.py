@@ -22,7 +22,6 @@ from adapters.inbound import Actor, ChangeV1, Channel, PersonRef, Source, encode
 from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.cli_person import look_up, print_state
-from consumers.ingest import Ingest
 from domain.application import ChangeKind
 from domain.identity import to_18
 from projections.person_state import AddressLookup
@@ -97,7 +96,7 @@ def _run(config: Settings, console: Console, timeout: float) -> None:
 
     wanted = {(p, o) for p, o in produced}
     last = {p: max(o for q, o in produced if q == p) for p, _ in produced}
-    worker = Ingest(config, bootstrap.open_store(config, writer=True))
+    worker = bootstrap.ingest(config)
     deadline = time.monotonic() + timeout
 
     def done(stats: object) -> bool:

@@ -26,8 +26,6 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from adapters import kafka_clients
-from adapters.event_store import address_keys
 from adapters.settings import Settings
 from consumers.outage import Outage, describe
 from consumers.slice_writer import (
@@ -97,20 +95,20 @@ class Ingest:
         settings: Settings,
         store: ChangeRecorder,
         *,
-        consumer: KafkaConsumer | None = None,
-        producer: KafkaProducer | None = None,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        keys: AddressKeys,
         accept_gaps: bool | Collection[str] = (),
-        keys: AddressKeys | None = None,
     ) -> None:
+        """Built by `consumers.bootstrap.ingest`, the composition root."""
         self.settings = settings
         self.store = store
         self.accept_gaps = accept_gaps
-        self.keys = keys or address_keys(settings)
+        self.keys = keys
         self.listener = _Rebalances()
-        self.consumer = consumer or kafka_clients.consumer(settings)
+        self.consumer = consumer
         self.consumer.subscribe([settings.topic_inbound], listener=self.listener)
-        # Dead letters may carry values up to the topic's limit: compress them on the way out.
-        self.producer = producer or kafka_clients.producer(settings, compression_type="gzip")
+        self.producer = producer
         self.stats = IngestStats()
         self.writer = SliceWriter(settings, store, self.producer, self.stats, self._wait, self.keys)
         # Partitions (re)assigned since their last check against the store's position.

@@ -17,7 +17,6 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from adapters import kafka_clients
-from adapters.event_store import open_log
 from adapters.inbound import ChangeV1, encode, kafka_key
 from adapters.settings import Settings, load
 from consumers import bootstrap
@@ -206,4 +205,4 @@ def caught_up(config: Settings, store: ChangeRecorder) -> Callable[[], bool]:
 
 
 def reader(config: Settings) -> ChangeRecorder:
-    return open_log(config)
+    return bootstrap.open_store(config)

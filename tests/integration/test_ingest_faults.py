@@ -25,7 +25,7 @@ from adapters import dead_letter, kafka_clients
 from adapters.inbound import ChangeV1, PersonRef, encode
 from adapters.settings import Settings
 from consumers import bootstrap
-from consumers.ingest import WRITE_ATTEMPTS, Ingest
+from consumers.ingest import WRITE_ATTEMPTS
 from domain.identity import aggregate_id
 from domain.person import Person
 from tests.factories import good_change, good_message
@@ -127,8 +127,8 @@ def test_a_message_of_every_failure_kind_is_dead_lettered_and_the_next_one_is_st
         values += [value, encode(good)]
     produce_to_partition_0(config, values)
 
-    store = bootstrap.open_store(config, writer=True)
-    worker = Ingest(config, store)
+    worker = bootstrap.ingest(config)
+    store = worker.store
     done = caught_up(config, store)
     worker.run(until=lambda _stats: done(), idle_exit_s=60)
 
@@ -170,7 +170,7 @@ def test_a_store_behind_the_topics_log_start_stops_the_worker_until_the_gap_is_a
     early = [unsubscribe(f"p-early-{i}") for i in range(10)]
     late = [unsubscribe(f"p-late-{i}") for i in range(20)]
     produce_to_partition_0(config, [encode(change) for change in early])
-    first = Ingest(config, bootstrap.open_store(config, writer=True))
+    first = bootstrap.ingest(config)
     store = reader(config)
     done = caught_up(config, store)
     first.run(until=lambda _stats: done(), idle_exit_s=60)

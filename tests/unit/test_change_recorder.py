@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from adapters.event_store import create_tables, environment
+from adapters.event_store import environment
+from consumers import bootstrap
 from domain.application import Change, ChangeBatch, ChangeKind, ChangeRecorder, refusal_of
 from domain.identity import AddressKeys, person_key
 from domain.person import Provenance
@@ -194,7 +195,7 @@ def test_events_stored_by_version_0_1_still_load(tmp_path: Path) -> None:
     """A store written by optout-sync 0.1 (commit 1688966), committed as a fixture."""
     copy = tmp_path / "store.sqlite"
     shutil.copy(FIXTURES / "store-0.1.sqlite", copy)
-    create_tables(f"sqlite:///{copy}")  # `init` adds what 0.2 keeps beside the log
+    bootstrap.create_tables(f"sqlite:///{copy}")  # `init` adds what 0.2 keeps beside the log
     log = ChangeRecorder(env=environment(f"sqlite:///{copy}"))
     changes = list(log.all_changes())
     assert [type(c).__name__ for c in changes] == [
