@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from adapters import kafka
+from adapters import kafka_clients
 from adapters.settings import Settings
 
 REASON = "x-dead-letter-reason"
@@ -172,14 +172,14 @@ def parse_id(letter_id: str) -> tuple[int, int]:
 def _reader(settings: Settings) -> KafkaConsumer:
     return KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=kafka.CLIENT_ID,
+        client_id=kafka_clients.CLIENT_ID,
         group_id=None,
         enable_auto_commit=False,
         # An offset an operator has deleted resumes at the first one kept, not at the end.
         auto_offset_reset="earliest",
         allow_auto_create_topics=False,  # reading never makes a topic with the broker's defaults
-        max_partition_fetch_bytes=kafka.TOPIC_MAX_MESSAGE_BYTES,
-        fetch_max_bytes=4 * kafka.TOPIC_MAX_MESSAGE_BYTES,
+        max_partition_fetch_bytes=kafka_clients.TOPIC_MAX_MESSAGE_BYTES,
+        fetch_max_bytes=4 * kafka_clients.TOPIC_MAX_MESSAGE_BYTES,
     )
 
 
@@ -310,7 +310,7 @@ def redrive(settings: Settings, letters: Sequence[DeadLetter], *, again: bool = 
             f"topic {settings.topic_redrives} (redrive receipts) is missing; "
             "run `optout-sync init` first"
         )
-    sender = kafka.producer(settings)
+    sender = kafka_clients.producer(settings)
     try:
         sent = [
             sender.send(

@@ -23,7 +23,6 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
 from adapters.settings import ConfigError, Settings
-from domain.application import OptOutLog
 from domain.identity import AddressKeys
 
 # Writers own their partitions, so a cached aggregate is current; a stale one is caught by the
@@ -74,12 +73,16 @@ _PLAIN = (str, int, bool, type(None))
 _SQLITE_MAX_PARAMETERS = 900  # below SQLite's historical limit of 999 bound parameters
 
 
-def environment(database_url: str, *, create_table: bool = False) -> dict[str, str]:
-    """The eventsourcing environment for a `sqlite:///path` or `postgresql://` URL."""
+def environment(
+    database_url: str, *, create_table: bool = False, writer: bool = False
+) -> dict[str, str]:
+    """The eventsourcing environment for a `sqlite:///path` or `postgresql://` URL: the store's
+    recorders (with the index beside the log) and, for a writer, its trusted aggregate cache."""
     url = urlsplit(database_url)
     env = {
         "CREATE_TABLE": "y" if create_table else "n",
         "TRANSCODER_TOPIC": f"{__name__}:{FastJSONTranscoder.__name__}",
+        **(WRITER_CACHE if writer else {}),
     }
     if url.scheme == "sqlite":
         path = unquote(database_url[len("sqlite:///") :])
@@ -147,19 +150,6 @@ def address_keys(settings: Settings) -> AddressKeys:
             "nothing was recorded with it)"
         )
     return AddressKeys(secret.encode())
-
-
-def create_tables(database_url: str) -> None:
-    """Creates the event store's tables if missing (idempotent)."""
-    OptOutLog(env=environment(database_url, create_table=True)).close()
-
-
-def open_log(settings: Settings, *, writer: bool = False) -> OptOutLog:
-    """The event log on the configured store; writers keep a trusted aggregate cache."""
-    env = environment(settings.database_url)
-    if writer:
-        env.update(WRITER_CACHE)
-    return OptOutLog(env=env)
 
 
 # The index beside the log (domain.application.Index): the same three tables on both stores.

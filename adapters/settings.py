@@ -34,11 +34,6 @@ def _state_home() -> Path:
     return Path(base) / "optout-sync"
 
 
-def _cache_home() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "optout-sync"
-
-
 # The local broker's and the tests' 4, so topics made by earlier versions still match.
 DEFAULT_TOPIC_PARTITIONS = 4
 DEFAULT_TOPIC_RETENTION_MS = 7 * 24 * 3600 * 1000  # Kafka's own default, stated
@@ -65,20 +60,17 @@ class DailyBudget(msgspec.Struct, frozen=True, kw_only=True):
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the engine can be told. Field docs name the environment variable."""
 
-    # OPTOUT_STATE_DIR: where the embedded store, local services' data and logs live.
+    # OPTOUT_STATE_DIR: where the embedded store and the address key live by default.
     state_dir: Path
-    # OPTOUT_CACHE_DIR: downloads kept between runs (the Kafka jars).
-    cache_dir: Path
-    # KAFKA_BOOTSTRAP_SERVERS: an existing cluster; unset means the local broker on OPTOUT_KAFKA_PORT.
+    # KAFKA_BOOTSTRAP_SERVERS: an existing cluster; unset means the development broker on
+    # 127.0.0.1:$OPTOUT_KAFKA_PORT (devservices/).
     kafka_bootstrap_servers: str
-    kafka_port: int
     # OPTOUT_KAFKA_CONNECT_TIMEOUT: seconds to wait for a broker to answer at start-up.
     kafka_connect_timeout_s: float = 30.0
     # OPTOUT_MAX_CLOCK_SKEW: seconds a change's occurred_at may lie ahead of our clock (else refused).
     max_clock_skew: timedelta = timedelta(minutes=5)
     # OPTOUT_DATABASE_URL: sqlite:///path (default, embedded) or postgresql://user@host:port/db.
     database_url: Secret  # may hold a password: see `store_location` for display
-    postgres_port: int
     topic_inbound: str
     topic_dead_letter: str
     consumer_group: str
@@ -132,13 +124,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 ENV_NAMES = {
     "state_dir": "OPTOUT_STATE_DIR",
-    "cache_dir": "OPTOUT_CACHE_DIR",
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-    "kafka_port": "OPTOUT_KAFKA_PORT",
     "kafka_connect_timeout_s": "OPTOUT_KAFKA_CONNECT_TIMEOUT",
     "max_clock_skew": "OPTOUT_MAX_CLOCK_SKEW",
     "database_url": "OPTOUT_DATABASE_URL",
-    "postgres_port": "OPTOUT_POSTGRES_PORT",
     "topic_inbound": "OPTOUT_TOPIC_INBOUND",
     "topic_dead_letter": "OPTOUT_TOPIC_DEAD_LETTER",
     "consumer_group": "OPTOUT_CONSUMER_GROUP",
@@ -228,19 +217,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment; raises ConfigError naming the bad setting."""
     env = os.environ if env is None else env
     state_dir = Path(read_setting(env, ENV_NAMES["state_dir"]) or _state_home())
-    cache_dir = Path(read_setting(env, ENV_NAMES["cache_dir"]) or _cache_home())
-    kafka_port = _port(env, ENV_NAMES["kafka_port"], 19092)
+    # The default follows the development broker's port setting, so the two meet.
+    kafka_port = _port(env, "OPTOUT_KAFKA_PORT", 19092)
     topic_inbound = read_setting(env, ENV_NAMES["topic_inbound"]) or "optout.changes.v1"
     return Settings(
         state_dir=state_dir,
-        cache_dir=cache_dir,
         kafka_bootstrap_servers=read_setting(env, ENV_NAMES["kafka_bootstrap_servers"])
         or f"127.0.0.1:{kafka_port}",
-        kafka_port=kafka_port,
         kafka_connect_timeout_s=_seconds(env, ENV_NAMES["kafka_connect_timeout_s"], 30.0),
         max_clock_skew=timedelta(seconds=_seconds(env, ENV_NAMES["max_clock_skew"], 300.0)),
         database_url=Secret(_database_url(env, state_dir)),
-        postgres_port=_port(env, ENV_NAMES["postgres_port"], 15432),
         topic_inbound=topic_inbound,
         topic_dead_letter=read_setting(env, ENV_NAMES["topic_dead_letter"])
         or f"{topic_inbound}.dead-letter",

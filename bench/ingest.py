@@ -20,12 +20,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters import kafka, local_services
+import devservices
+from adapters import kafka_clients
 from adapters.inbound import Actor, ChangeV1, PersonRef, encode, kafka_key
-from adapters.local_services import postgres as local_postgres
 from adapters.settings import Settings, load
 from consumers import bootstrap
-from consumers.ingest import Ingest, IngestStats
+from consumers.ingest import IngestStats
+from devservices import database as local_postgres
 
 PARTITIONS = 4
 
@@ -43,7 +44,7 @@ def settings_for(database_url: str, topic: str, state_dir: Path) -> Settings:
 
 
 def fill(config: Settings, messages: int, persons: int) -> None:
-    sender = kafka.producer(config, linger_ms=20)
+    sender = kafka_clients.producer(config, linger_ms=20)
     now = datetime.now(UTC)
     for i in range(messages):
         change = ChangeV1(
@@ -63,7 +64,7 @@ def fill(config: Settings, messages: int, persons: int) -> None:
 
 def plain_consume(config: Settings, messages: int) -> float:
     """The baseline: a consumer-group member reading the same topic, doing nothing with it."""
-    consumer = kafka.consumer(
+    consumer = kafka_clients.consumer(
         config, [config.topic_inbound], group_id=f"bench-plain-{uuid.uuid4().hex[:8]}"
     )
     seen, started = 0, None
@@ -80,7 +81,7 @@ def ingest(config: Settings, messages: int) -> float:
     """One in-process ingest worker; events/s from its first stored batch (group join is
     start-up, not throughput) to the last."""
     bootstrap.prepare(config)
-    worker = Ingest(config, bootstrap.open_store(config, writer=True))
+    worker = bootstrap.ingest(config)
     first_stored: list[float] = []
 
     def done(stats: IngestStats) -> bool:
@@ -144,12 +145,12 @@ def main() -> None:
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="optout-bench-"))
-    base = load()
-    bootstrap.ensure_local_kafka(base)
+    bootstrap.ensure_local_kafka()
     server_url = os.environ.get("OPTOUT_BENCH_DATABASE_URL")
     if not server_url:
-        local_services.up("postgres", base)
-        server_url = local_postgres.url(base, "optout")
+        services = devservices.settings.load()
+        devservices.up("postgres", services)
+        server_url = local_postgres.url(services, "optout")
 
     def fresh_postgres() -> str:
         name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -159,7 +160,7 @@ def main() -> None:
     databases: list[str] = []
     topic = f"bench.changes.{uuid.uuid4().hex[:8]}"
     seed = settings_for(f"sqlite:///{state / 'seed.sqlite'}", topic, state)
-    kafka.ensure_topics(seed)
+    kafka_clients.ensure_topics(seed)
     print(f"producing {args.messages:,} changes for {args.persons:,} persons to {topic} ...")
     fill(seed, args.messages, args.persons)
 

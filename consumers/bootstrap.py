@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -11,12 +11,13 @@ import click
 from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka.errors import KafkaError
 
-from adapters import event_store, kafka
+from adapters import event_store, kafka_clients
 from adapters.settings import ConfigError, Settings, load
-from domain.application import OptOutLog
+from consumers.ingest import Ingest
+from domain.application import ChangeRecorder
 
 if TYPE_CHECKING:
-    from adapters.local_services import ServiceStatus
+    from devservices import ServiceStatus
 
 
 def settings() -> Settings:
@@ -31,13 +32,20 @@ def uses_local_kafka() -> bool:
     return not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 
 
-def ensure_local_kafka(config: Settings) -> ServiceStatus | None:
+def ensure_local_kafka() -> ServiceStatus | None:
     """Starts the project's own broker when no cluster was configured, or reuses the one running
     (from an earlier demo or `services up`); None when KAFKA_BOOTSTRAP_SERVERS names a cluster."""
     if not uses_local_kafka():
         return None
-    from adapters.local_services import ServiceError
-    from adapters.local_services import kafka as local_kafka
+    from devservices import ServiceError
+    from devservices import broker as local_kafka
+    from devservices.settings import SettingError
+    from devservices.settings import load as load_services
+
+    try:
+        config = load_services()
+    except SettingError as error:
+        raise click.ClickException(f"configuration: {error}") from None
 
     current = local_kafka.status(config)
     if current.state == "running":
@@ -67,12 +75,12 @@ def prepare(config: Settings) -> list[str]:
     """
     with reachable(config):
         try:
-            event_store.create_tables(config.database_url)
+            create_tables(config.database_url)
         except Exception as error:  # a concurrent creator can race on PostgreSQL's catalog
             if "already exists" not in str(error) and "duplicate key" not in str(error):
                 raise
         try:
-            changes = kafka.ensure_topics(config)
+            changes = kafka_clients.ensure_topics(config)
         except ConfigError as error:
             raise click.ClickException(f"configuration: {error}") from None
     for change in changes:
@@ -96,5 +104,24 @@ def reachable(config: Settings) -> Iterator[None]:
         ) from None
 
 
-def open_store(config: Settings, *, writer: bool = False) -> OptOutLog:
-    return event_store.open_log(config, writer=writer)
+def create_tables(database_url: str) -> None:
+    """Creates the event store's tables (and the index beside them) if missing (idempotent)."""
+    ChangeRecorder(env=event_store.environment(database_url, create_table=True)).close()
+
+
+def open_store(config: Settings, *, writer: bool = False) -> ChangeRecorder:
+    """The application service on the configured store; a writer keeps a trusted cache."""
+    return ChangeRecorder(env=event_store.environment(config.database_url, writer=writer))
+
+
+def ingest(config: Settings, *, accept_gaps: bool | Collection[str] = ()) -> Ingest:
+    """One ingest worker, wired: its store, its Kafka clients, the address key."""
+    return Ingest(
+        config,
+        open_store(config, writer=True),
+        consumer=kafka_clients.consumer(config),
+        # Dead letters may carry values up to the topic's limit: compress them on the way out.
+        producer=kafka_clients.producer(config, compression_type="gzip"),
+        keys=event_store.address_keys(config),
+        accept_gaps=accept_gaps,
+    )

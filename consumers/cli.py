@@ -6,6 +6,8 @@ import importlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -22,6 +24,25 @@ VERBS: dict[str, str] = {
 }
 
 
+# What a production install (the Docker image) leaves out: the fake Salesforce org and its web
+# stack, and the local Kafka and PostgreSQL provisioning.
+DEVELOPMENT_ONLY = {"sandbox", "devservices", "starlette", "uvicorn", "trustme", "httptools"}
+
+
+@contextmanager
+def development_parts(verb: str) -> Iterator[None]:
+    """Turns a missing development part into a clear refusal instead of a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in DEVELOPMENT_ONLY:
+            raise click.ClickException(
+                f"`{verb}` needs the development parts ({error.name}), which a production install "
+                "leaves out; from a source checkout: pip install -e '.[sandbox]'"
+            ) from None
+        raise
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(VERBS))
@@ -29,7 +50,9 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in VERBS:
             module_name, attribute = VERBS[cmd_name].split(":")
-            command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            with development_parts(cmd_name):
+                module = importlib.import_module(module_name)
+            command: click.Command = getattr(module, attribute)
             return command
         return super().get_command(ctx, cmd_name)
 

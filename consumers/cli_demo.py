@@ -17,16 +17,15 @@ from typing import Any
 import click
 from rich.console import Console
 
-from adapters import dead_letter, kafka, salesforce
+from adapters import dead_letter, kafka_clients, salesforce
 from adapters.inbound import Actor, ChangeV1, Channel, PersonRef, Source, encode, kafka_key
-from adapters.sandbox.runner import running_sandbox
 from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.cli_person import look_up, print_state
-from consumers.ingest import Ingest
 from domain.application import ChangeKind
 from domain.identity import to_18
 from projections.person_state import AddressLookup
+from sandbox.runner import running_sandbox
 
 ADA = PersonRef(person_id="demo-ada", email="ada@example.com", salesforce_id="0035g00000AbCdE")
 GRACE = PersonRef(email="grace@example.com")
@@ -68,7 +67,7 @@ def demo(timeout: float) -> None:
     """Run the whole flow on the embedded defaults and show the result."""
     console = Console(width=None if Console().is_terminal else 120)
     config = bootstrap.settings()
-    broker = bootstrap.ensure_local_kafka(config)
+    broker = bootstrap.ensure_local_kafka()
     try:
         _run(config, console, timeout)
     finally:
@@ -87,7 +86,7 @@ def _run(config: Settings, console: Console, timeout: float) -> None:
         f"[bold]Kafka[/] {config.kafka_bootstrap_servers}  [bold]store[/] {config.store_location}"
     )
 
-    sender = kafka.producer(config)
+    sender = kafka_clients.producer(config)
     produced = []
     for what, key, value in _stream():
         meta = sender.send(config.topic_inbound, key=key, value=value).get(timeout=30)
@@ -97,7 +96,7 @@ def _run(config: Settings, console: Console, timeout: float) -> None:
 
     wanted = {(p, o) for p, o in produced}
     last = {p: max(o for q, o in produced if q == p) for p, _ in produced}
-    worker = Ingest(config, bootstrap.open_store(config, writer=True))
+    worker = bootstrap.ingest(config)
     deadline = time.monotonic() + timeout
 
     def done(stats: object) -> bool:

@@ -69,10 +69,8 @@ def ingest(
     if not no_prepare:
         bootstrap.prepare(config)
     with bootstrap.reachable(config):
-        worker = Ingest(
-            config,
-            bootstrap.open_store(config, writer=True),
-            accept_gaps=True if accept_gaps else frozenset(accept_gap),
+        worker = bootstrap.ingest(
+            config, accept_gaps=True if accept_gaps else frozenset(accept_gap)
         )
     _stop_on_signals(worker)
     try:

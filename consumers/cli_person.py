@@ -15,13 +15,13 @@ from rich.table import Table
 
 from adapters.event_store import address_keys
 from consumers import bootstrap
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 from domain.identity import person_key
 from projections.person_state import AddressLookup, PersonState, lookup_address, state_of
 
 
 @contextmanager
-def reading() -> Iterator[tuple[OptOutLog, bootstrap.Settings]]:
+def reading() -> Iterator[tuple[ChangeRecorder, bootstrap.Settings]]:
     config = bootstrap.settings()
     store = bootstrap.open_store(config)
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from adapters import settings
+from consumers.cli import development_parts
 
 
 @click.command("sandbox")
@@ -81,7 +82,8 @@ def sandbox(
     Clients log in with domain="HOST:PORT/sandbox" (SOAP) or use the instance URL with a session
     id, and give simple-salesforce a requests.Session whose verify is the printed CA path.
     """
-    from adapters.sandbox import SandboxConfig, prepare  # imported here so `--help` stays fast
+    with development_parts("sandbox"):
+        from sandbox import SandboxConfig, prepare  # imported here so `--help` stays fast
 
     try:
         tls_dir = settings.load().state_dir / "sandbox"

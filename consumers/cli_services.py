@@ -9,8 +9,9 @@ from typing import TypeVar
 import click
 import msgspec
 
-from adapters import local_services, settings
-from adapters.local_services import ServiceError, ServiceStatus
+import devservices as local_services
+from devservices import ServiceError, ServiceStatus
+from devservices.settings import ServiceSettings, SettingError, load
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -22,10 +23,10 @@ def _selected(kafka: bool, postgres: bool) -> list[str]:
     return chosen
 
 
-def _settings() -> settings.Settings:
+def _settings() -> ServiceSettings:
     try:
-        return settings.load()
-    except settings.ConfigError as error:
+        return load()
+    except SettingError as error:
         raise click.ClickException(str(error)) from None
 
 

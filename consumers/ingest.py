@@ -26,8 +26,6 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from adapters import kafka
-from adapters.event_store import address_keys
 from adapters.settings import Settings
 from consumers.outage import Outage, describe
 from consumers.slice_writer import (
@@ -38,7 +36,7 @@ from consumers.slice_writer import (
     to_change,
     tracking_name,
 )
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 from domain.identity import AddressKeys
 
 __all__ = ["DEAD_LETTER_CODES", "WRITE_ATTEMPTS", "GapError", "Ingest", "IngestStats", "to_change"]
@@ -95,22 +93,22 @@ class Ingest:
     def __init__(
         self,
         settings: Settings,
-        store: OptOutLog,
+        store: ChangeRecorder,
         *,
-        consumer: KafkaConsumer | None = None,
-        producer: KafkaProducer | None = None,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        keys: AddressKeys,
         accept_gaps: bool | Collection[str] = (),
-        keys: AddressKeys | None = None,
     ) -> None:
+        """Built by `consumers.bootstrap.ingest`, the composition root."""
         self.settings = settings
         self.store = store
         self.accept_gaps = accept_gaps
-        self.keys = keys or address_keys(settings)
+        self.keys = keys
         self.listener = _Rebalances()
-        self.consumer = consumer or kafka.consumer(settings)
+        self.consumer = consumer
         self.consumer.subscribe([settings.topic_inbound], listener=self.listener)
-        # Dead letters may carry values up to the topic's limit: compress them on the way out.
-        self.producer = producer or kafka.producer(settings, compression_type="gzip")
+        self.producer = producer
         self.stats = IngestStats()
         self.writer = SliceWriter(settings, store, self.producer, self.stats, self._wait, self.keys)
         # Partitions (re)assigned since their last check against the store's position.

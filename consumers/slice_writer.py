@@ -25,7 +25,7 @@ from adapters import dead_letter
 from adapters.inbound import ChangeV1, ContractError, decode
 from adapters.settings import Settings
 from consumers.outage import Outage, StallWatch, describe
-from domain.application import Change, ChangeKind, ChangesFailed, OptOutLog, problem
+from domain.application import Change, ChangeKind, ChangeRecorder, ChangesFailed, refusal_of
 from domain.identity import AddressKeys, aggregate_id, person_key
 from domain.person import Provenance
 
@@ -50,7 +50,7 @@ def to_change(message: ChangeV1, keys: AddressKeys) -> Change:
     person_id = message.person.person_id
     key = person_key(person_id) if person_id else mailbox
     assert key is not None  # the contract refuses a person with neither
-    how = Provenance(
+    provenance = Provenance(
         event_id=message.event_id,
         source=message.source,
         actor_kind=message.actor.kind,
@@ -63,7 +63,7 @@ def to_change(message: ChangeV1, keys: AddressKeys) -> Change:
     return Change(
         kind=ChangeKind(message.type),
         person_key=key,
-        how=how,
+        provenance=provenance,
         mailbox=mailbox,
         email=email,
         salesforce_id=message.person.salesforce_id,
@@ -76,7 +76,7 @@ def change_or_refusal(
     """A Kafka value as a change, or why not as (code, reason) — never an exception."""
     try:
         change = to_change(decode(value, max_skew=max_skew), keys)
-        refusal = problem(change)
+        refusal = refusal_of(change)
     except ContractError as error:
         return error.code, error.reason
     except Exception as error:  # whatever it is, it is this message's, not the partition's
@@ -103,7 +103,7 @@ class SliceWriter:
     def __init__(
         self,
         settings: Settings,
-        store: OptOutLog,
+        store: ChangeRecorder,
         producer: KafkaProducer,
         stats: IngestStats,
         wait: Callable[[float], None],

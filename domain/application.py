@@ -35,10 +35,18 @@ from eventsourcing.utils import get_topic
 
 from domain.identity import aggregate_id, is_address, record_type
 from domain.input_gap import InputGap
-from domain.person import Person, Provenance, Standing, address_state, standing
+from domain.person import FORMER_TOPICS, Person, Provenance, Standing, address_state, standing
 from domain.rule import ChangeKind, MarkAsDict, OptOut, OptOutAsDict
 
-__all__ = ["Change", "ChangeBatch", "ChangeKind", "ChangesFailed", "Index", "OptOutLog", "problem"]
+__all__ = [
+    "Change",
+    "ChangeBatch",
+    "ChangeKind",
+    "ChangeRecorder",
+    "ChangesFailed",
+    "Index",
+    "refusal_of",
+]
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 100  # events: a person with 10,000 changes loads like one with 100
@@ -54,7 +62,7 @@ class Change:
 
     kind: ChangeKind
     person_key: str
-    how: Provenance
+    provenance: Provenance
     mailbox: str | None = None
     email: str | None = None
     salesforce_id: str | None = None
@@ -107,13 +115,14 @@ class Index(Protocol):
         """Deletes the clear address for good; True if there was one."""
 
 
-_CHANGE_TOPICS = [
-    get_topic(kind)
-    for kind in (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.SalesforceLinked)
+_CHANGE_CLASSES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
+# Read by topic, including the names changes were stored under before a rename.
+_CHANGE_TOPICS = [get_topic(kind) for kind in _CHANGE_CLASSES] + [
+    former for former, kind in FORMER_TOPICS.items() if kind in _CHANGE_CLASSES
 ]
 
 
-class OptOutLog(EventSourcedProjection[UUID]):
+class ChangeRecorder(EventSourcedProjection[UUID]):
     """Records changes to persons and addresses, and reads their answers."""
 
     name = "optout"
@@ -184,16 +193,16 @@ class OptOutLog(EventSourcedProjection[UUID]):
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch: ChangeBatch = domain_event
         known = (
-            self.index.recorded_changes({c.how.event_id for c in batch.changes})
+            self.index.recorded_changes({c.provenance.event_id for c in batch.changes})
             if batch.look_up_recorded
             else set()
         )
         fresh: list[tuple[int, Change]] = []
         for index, change in enumerate(batch.changes):
-            if change.how.event_id in known:
+            if change.provenance.event_id in known:
                 batch.duplicates += 1
             else:
-                known.add(change.how.event_id)
+                known.add(change.provenance.event_id)
                 fresh.append((index, change))
         self._load_persons(batch, [change for _, change in fresh])
         addresses: dict[str, str] = {}
@@ -227,7 +236,7 @@ class OptOutLog(EventSourcedProjection[UUID]):
             processing_event.events.extend(person.collect_events())
             processing_event.aggregates[person_id] = person
         processing_event.saved_kwargs.update(
-            change_ids=[change.how.event_id for index, change in fresh],
+            change_ids=[change.provenance.event_id for index, change in fresh],
             addresses=addresses,
             carriers=sorted(carriers),
         )
@@ -361,11 +370,11 @@ class OptOutLog(EventSourcedProjection[UUID]):
         return batch.persons[person_id]
 
 
-def problem(change: Change) -> str | None:
+def refusal_of(change: Change) -> str | None:
     """Why the domain would refuse this change, checked before anything is recorded."""
-    how = change.how
+    provenance = change.provenance
     if change.kind is ChangeKind.UNSUBSCRIBE_REMOVED and not (
-        how.actor_kind == "user" and how.actor_id and how.reason
+        provenance.actor_kind == "user" and provenance.actor_id and provenance.reason
     ):
         return "removing an unsubscribe needs a named user (actor.kind user, actor.id) and a reason"
     if change.kind is ChangeKind.PERSON_LINKED and not change.salesforce_id:
@@ -378,24 +387,28 @@ def problem(change: Change) -> str | None:
     return None
 
 
-def without_addresses(how: Provenance) -> Provenance:
+def without_addresses(provenance: Provenance) -> Provenance:
     """Free text is stored for good: anything shaped like an address is replaced, and so is a
     recipient's own id or name when it is one."""
-    reason = how.reason and _ADDRESS_LIKE.sub("<address>", how.reason)
-    actor_id, actor_name = how.actor_id, how.actor_name
-    if how.actor_kind == "recipient":
+    reason = provenance.reason and _ADDRESS_LIKE.sub("<address>", provenance.reason)
+    actor_id, actor_name = provenance.actor_id, provenance.actor_name
+    if provenance.actor_kind == "recipient":
         actor_id = actor_id and _ADDRESS_LIKE.sub("<address>", actor_id)
         actor_name = actor_name and _ADDRESS_LIKE.sub("<address>", actor_name)
-    if (reason, actor_id, actor_name) == (how.reason, how.actor_id, how.actor_name):
-        return how
+    if (reason, actor_id, actor_name) == (
+        provenance.reason,
+        provenance.actor_id,
+        provenance.actor_name,
+    ):
+        return provenance
     return Provenance(
-        how.event_id,
-        how.source,
-        how.actor_kind,
+        provenance.event_id,
+        provenance.source,
+        provenance.actor_kind,
         actor_id,
         actor_name,
-        how.channel,
-        how.occurred_at,
+        provenance.channel,
+        provenance.occurred_at,
         reason,
     )
 
@@ -411,12 +424,12 @@ def _new_link(person: Person, change: Change) -> bool:
 
 
 def _apply(person: Person, change: Change) -> None:
-    how = without_addresses(change.how)
+    provenance = without_addresses(change.provenance)
     if change.kind is ChangeKind.UNSUBSCRIBED:
-        person.unsubscribe(how, mailbox=change.mailbox, salesforce_id=change.salesforce_id)
+        person.unsubscribe(provenance, mailbox=change.mailbox, salesforce_id=change.salesforce_id)
     elif change.kind is ChangeKind.UNSUBSCRIBE_REMOVED:
-        person.remove_unsubscribe(how, mailbox=change.mailbox)
+        person.remove_unsubscribe(provenance, mailbox=change.mailbox)
     elif change.salesforce_id is None:
         raise ValueError("linking a person needs a Salesforce id")
     else:
-        person.link_salesforce(how, change.salesforce_id, mailbox=change.mailbox)
+        person.link(provenance, change.salesforce_id, mailbox=change.mailbox)

@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import register_topic
 
 from domain.identity import aggregate_id, is_address, record_type
 from domain.rule import Mark, OptOut, later
@@ -96,20 +97,22 @@ class Person(Aggregate):
                     person.by_recipient.get(self.mailbox), mark
                 )
             if self.salesforce_id:
-                person.link(self.salesforce_id, mark)
+                person.follow_link(self.salesforce_id, mark)
 
     class UnsubscribeRemoved(Changed):
         def apply(self, person: Person) -> None:
             person.own = person.own.removed(self.mark)
             person.carry(self.mailbox)
 
-    class SalesforceLinked(Changed):
+    class PersonLinked(Changed):
+        """A Salesforce id became known or changed (the wire's `person_linked`)."""
+
         salesforce_id: str
         previous_salesforce_id: str | None
 
         def apply(self, person: Person) -> None:
             person.carry(self.mailbox)
-            person.link(self.salesforce_id, self.mark)
+            person.follow_link(self.salesforce_id, self.mark)
 
     @staticmethod
     def create_id(key: str) -> UUID:
@@ -143,46 +146,61 @@ class Person(Aggregate):
         if mailbox and mailbox != self.key and mailbox not in self.mailboxes:
             self.mailboxes.append(mailbox)
 
-    def link(self, salesforce_id: str, mark: Mark) -> None:
+    def follow_link(self, salesforce_id: str, mark: Mark) -> None:
+        """The latest change (by occurred time) that names a Salesforce id decides the link."""
         if self.salesforce_mark is None or later(self.salesforce_mark, mark) is mark:
             self.salesforce_id, self.salesforce_mark = salesforce_id, mark
 
     # Commands. Duplicates are refused before they get here (see the module docstring).
 
     def unsubscribe(
-        self, how: Provenance, *, mailbox: str | None = None, salesforce_id: str | None = None
+        self,
+        provenance: Provenance,
+        *,
+        mailbox: str | None = None,
+        salesforce_id: str | None = None,
     ) -> None:
         if salesforce_id is not None:
             record_type(salesforce_id)
-        self.trigger_event(self.Unsubscribed, **_fields(how, mailbox), salesforce_id=salesforce_id)
+        self.trigger_event(
+            self.Unsubscribed, **_fields(provenance, mailbox), salesforce_id=salesforce_id
+        )
 
-    def remove_unsubscribe(self, how: Provenance, *, mailbox: str | None = None) -> None:
-        if how.actor_kind != "user" or not how.actor_id or not how.reason:
+    def remove_unsubscribe(self, provenance: Provenance, *, mailbox: str | None = None) -> None:
+        if provenance.actor_kind != "user" or not provenance.actor_id or not provenance.reason:
             raise ValueError("removing an unsubscribe needs a named user and a reason")
-        self.trigger_event(self.UnsubscribeRemoved, **_fields(how, mailbox))
+        self.trigger_event(self.UnsubscribeRemoved, **_fields(provenance, mailbox))
 
-    def link_salesforce(
-        self, how: Provenance, salesforce_id: str, *, mailbox: str | None = None
+    def link(
+        self, provenance: Provenance, salesforce_id: str, *, mailbox: str | None = None
     ) -> None:
         record_type(salesforce_id)
         self.trigger_event(
-            self.SalesforceLinked,
-            **_fields(how, mailbox),
+            self.PersonLinked,
+            **_fields(provenance, mailbox),
             salesforce_id=salesforce_id,
             previous_salesforce_id=self.salesforce_id,
         )
 
 
-def _fields(how: Provenance, mailbox: str | None) -> dict[str, Any]:
+# Stored events name their class by topic: the names events had before they were renamed.
+FORMER_TOPICS: dict[str, type[Person.Event]] = {
+    "domain.person:Person.SalesforceLinked": Person.PersonLinked,
+}
+for _former, _event_class in FORMER_TOPICS.items():
+    register_topic(_former, _event_class)
+
+
+def _fields(provenance: Provenance, mailbox: str | None) -> dict[str, Any]:
     return {
-        "event_id": how.event_id,
-        "source": how.source,
-        "actor_kind": how.actor_kind,
-        "actor_id": how.actor_id,
-        "actor_name": how.actor_name,
-        "channel": how.channel,
-        "occurred_at": min(how.occurred_at, datetime.now(UTC)),
-        "reason": how.reason,
+        "event_id": provenance.event_id,
+        "source": provenance.source,
+        "actor_kind": provenance.actor_kind,
+        "actor_id": provenance.actor_id,
+        "actor_name": provenance.actor_name,
+        "channel": provenance.channel,
+        "occurred_at": min(provenance.occurred_at, datetime.now(UTC)),
+        "reason": provenance.reason,
         "mailbox": mailbox,
     }
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import msgspec
 
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 from domain.identity import is_address
 from domain.person import Person, Standing
 from domain.rule import Mark
@@ -68,11 +68,11 @@ class AddressLookup(msgspec.Struct, frozen=True, kw_only=True):
 _CHANGE_NAMES = {
     Person.Unsubscribed: "unsubscribed",
     Person.UnsubscribeRemoved: "unsubscribe_removed",
-    Person.SalesforceLinked: "person_linked",
+    Person.PersonLinked: "person_linked",
 }
 
 
-def state_of(log: OptOutLog, key: str) -> PersonState | None:
+def state_of(log: ChangeRecorder, key: str) -> PersonState | None:
     """The answer for a person (`person:<id>`) or an address key; None if never seen."""
     person, answer = log.standing(key)
     carried_by = log.carriers(key) if is_address(key) else []
@@ -93,7 +93,7 @@ def state_of(log: OptOutLog, key: str) -> PersonState | None:
     return _state(key, person, answer, log.history(key) if person else (), addresses, carried_by)
 
 
-def lookup_address(log: OptOutLog, mailbox: str) -> AddressLookup | None:
+def lookup_address(log: ChangeRecorder, mailbox: str) -> AddressLookup | None:
     address = state_of(log, mailbox)
     if address is None:
         return None

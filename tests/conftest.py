@@ -3,7 +3,7 @@
 Where each comes from, first match wins:
 1. the environment: KAFKA_BOOTSTRAP_SERVERS / OPTOUT_TEST_DATABASE_URL;
 2. testcontainers, when a Docker engine answers a ping;
-3. the project's own local services (`adapters.local_services`, what `optout-sync services up`
+3. the project's own local services (`devservices`, what `optout-sync services up`
    runs): reused when already up, otherwise started and stopped again at the end of the session.
 A test that needs a service never skips: if it cannot be provided, the fixture fails with the reason
 (for a local service, the tail of its log). The header and summary say which service was used.
@@ -23,9 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from adapters import local_services, settings
-from adapters.local_services import kafka as local_kafka
-from adapters.local_services import postgres as local_postgres
+import devservices
+from devservices import broker as local_kafka
+from devservices import database as local_postgres
+from devservices import settings
 
 KAFKA_IMAGE = f"apache/kafka:{local_kafka.kafka_version()}"
 POSTGRES_IMAGE = "postgres:15"
@@ -51,7 +52,7 @@ def _docker_answers() -> bool:
         return False
 
 
-def _local_settings() -> settings.Settings:
+def _local_settings() -> settings.ServiceSettings:
     return settings.load()
 
 
@@ -202,7 +203,7 @@ def kafka_bootstrap() -> Iterator[str]:
     elif _docker_answers():
         yield from _kafka_container()
     else:
-        with local_services.lease("kafka", _local_settings()) as broker:
+        with devservices.lease("kafka", _local_settings()) as broker:
             how = (
                 "started for this session"
                 if broker.started
@@ -229,7 +230,7 @@ def postgres_url() -> Iterator[str]:
         yield from _postgres_container()
     else:
         local = _local_settings()
-        with local_services.lease("postgres", local) as server:
+        with devservices.lease("postgres", local) as server:
             url = local_postgres.url(local, TEST_DATABASE)
             how = (
                 "started for this session"

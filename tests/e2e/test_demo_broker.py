@@ -14,9 +14,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters.local_services import kafka as local_kafka
-from adapters.local_services.process import RecordedProcess, process_start_time
-from adapters.settings import load
+from devservices import broker as local_kafka
+from devservices.process import RecordedProcess, process_start_time
+from devservices.settings import load
 from tests.e2e.cli import optout_sync
 
 pytestmark = [pytest.mark.kafka]

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from adapters import kafka
-from adapters.event_store import open_log
+from adapters import kafka_clients
 from adapters.inbound import ChangeV1, encode, kafka_key
 from adapters.settings import Settings, load
 from consumers import bootstrap
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,7 +156,7 @@ def ingest_workers(tmp_path: Path) -> Iterator[Workers]:
 
 def produce(config: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
     """Sends (key, value) pairs to the inbound topic and waits until all are acknowledged."""
-    sender = kafka.producer(config)
+    sender = kafka_clients.producer(config)
     count = 0
     for key, value in messages:
         sender.send(config.topic_inbound, key=key, value=value)
@@ -199,11 +198,11 @@ def wait_for(
         time.sleep(0.05)
 
 
-def caught_up(config: Settings, store: OptOutLog) -> Callable[[], bool]:
+def caught_up(config: Settings, store: ChangeRecorder) -> Callable[[], bool]:
     """True once the store's positions reach the end of every inbound partition."""
     ends = end_offsets(config)
     return lambda: all(position >= ends[name] for name, position in store.positions(ends).items())
 
 
-def reader(config: Settings) -> OptOutLog:
-    return open_log(config)
+def reader(config: Settings) -> ChangeRecorder:
+    return bootstrap.open_store(config)

@@ -9,8 +9,9 @@ import signal
 import socket
 from pathlib import Path
 
-from adapters.local_services import kafka as local_kafka
-from adapters.settings import Settings, load
+from devservices import broker as local_kafka
+from devservices.settings import ServiceSettings as Settings
+from devservices.settings import load
 
 
 def free_port_pair() -> int:

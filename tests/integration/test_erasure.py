@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from adapters.inbound import Actor, PersonRef
-from adapters.local_services import postgres as local_postgres
 from adapters.settings import Settings
+from devservices import database as local_postgres
 from tests.factories import good_change
 from tests.integration.ingest_harness import REPO, env_of, keyed, produce
 from tests.integration.test_ingest import run_until_caught_up

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters import dead_letter, kafka
+from adapters import dead_letter, kafka_clients
 from adapters.inbound import PersonRef
 from adapters.settings import Secret, Settings
 from consumers import bootstrap
@@ -31,8 +31,8 @@ def run_until_caught_up(config: Settings, *, group: str | None = None) -> Ingest
         config = Settings(
             **{**{f: getattr(config, f) for f in config.__struct_fields__}, "consumer_group": group}
         )
-    store = bootstrap.open_store(config, writer=True)
-    worker = Ingest(config, store)
+    worker = bootstrap.ingest(config)
+    store = worker.store
     done = caught_up(config, store)
     worker.run(until=lambda _stats: done(), idle_exit_s=20)
     assert done(), "the ingest went idle before storing every offset"
@@ -99,7 +99,8 @@ def zombie_of(config: Settings) -> Ingest:
     a worker's is after losing its partitions unnoticed during a long pause. Its writes still go
     to the real store, which must not store anything twice."""
     zombie_config = msgspec.structs.replace(config, consumer_group=f"{config.consumer_group}-z")
-    store = bootstrap.open_store(zombie_config, writer=True)
+    zombie = bootstrap.ingest(zombie_config)
+    store = zombie.store
     true_position, stale = store.position, {f"{config.topic_inbound}:{p}" for p in range(4)}
 
     def stale_first_read(name: str) -> int | None:
@@ -109,7 +110,7 @@ def zombie_of(config: Settings) -> Ingest:
         return true_position(name)
 
     store.position = stale_first_read  # type: ignore[method-assign]
-    return Ingest(zombie_config, store)
+    return zombie
 
 
 def run_zombie(config: Settings) -> Ingest:
@@ -178,7 +179,9 @@ def test_a_value_too_big_to_dead_letter_whole_keeps_its_head_size_and_hash(
 ) -> None:
     huge = b'{"x":"' + b"a" * (9 * 1024 * 1024) + b'"}'  # over the 8 MiB topic limit raw
     # Compressed, the topic accepts it; the producer checks the uncompressed size first.
-    sender = kafka.producer(config, compression_type="gzip", max_request_size=16 * 1024 * 1024)
+    sender = kafka_clients.producer(
+        config, compression_type="gzip", max_request_size=16 * 1024 * 1024
+    )
     sender.send(config.topic_inbound, key=b"huge", value=huge).get(timeout=60)
     sender.close()
     produce(config, keyed([good_change()]))

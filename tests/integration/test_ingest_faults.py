@@ -21,11 +21,11 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from kafka import KafkaAdminClient, TopicPartition
 
-from adapters import dead_letter, kafka
+from adapters import dead_letter, kafka_clients
 from adapters.inbound import ChangeV1, PersonRef, encode
 from adapters.settings import Settings
 from consumers import bootstrap
-from consumers.ingest import WRITE_ATTEMPTS, Ingest
+from consumers.ingest import WRITE_ATTEMPTS
 from domain.identity import aggregate_id
 from domain.person import Person
 from tests.factories import good_change, good_message
@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.kafka]
 
 def produce_to_partition_0(config: Settings, values: list[bytes]) -> None:
     """In this order, on one partition: what follows a bad message is its partition's next."""
-    sender = kafka.producer(config)
+    sender = kafka_clients.producer(config)
     for value in values:
         sender.send(config.topic_inbound, key=b"same-partition", value=value, partition=0)
     sender.flush(timeout=60)
@@ -53,7 +53,9 @@ def unsubscribe(person_id: str) -> ChangeV1:
     return good_change(person=PersonRef(person_id=person_id))
 
 
-def write_a_history_this_version_cannot_read(config: Settings, person_id: str, how: str) -> None:
+def write_a_history_this_version_cannot_read(
+    config: Settings, person_id: str, provenance: str
+) -> None:
     """A person's history as a newer version would have written it: an event type this version
     does not have, or a field it does not know."""
     store = reader(config)
@@ -61,7 +63,7 @@ def write_a_history_this_version_cannot_read(config: Settings, person_id: str, h
         person = Person.register(f"person:{person_id}")
         stored = store.mapper.to_stored_event(person.collect_events()[0])
         topic, state = stored.topic, json.loads(stored.state)
-        if how == "unknown event type":
+        if provenance == "unknown event type":
             topic = "domain.person:Person.Merged"
         else:  # a field renamed by the newer version
             state["person_key"] = state.pop("key")
@@ -125,8 +127,8 @@ def test_a_message_of_every_failure_kind_is_dead_lettered_and_the_next_one_is_st
         values += [value, encode(good)]
     produce_to_partition_0(config, values)
 
-    store = bootstrap.open_store(config, writer=True)
-    worker = Ingest(config, store)
+    worker = bootstrap.ingest(config)
+    store = worker.store
     done = caught_up(config, store)
     worker.run(until=lambda _stats: done(), idle_exit_s=60)
 
@@ -168,7 +170,7 @@ def test_a_store_behind_the_topics_log_start_stops_the_worker_until_the_gap_is_a
     early = [unsubscribe(f"p-early-{i}") for i in range(10)]
     late = [unsubscribe(f"p-late-{i}") for i in range(20)]
     produce_to_partition_0(config, [encode(change) for change in early])
-    first = Ingest(config, bootstrap.open_store(config, writer=True))
+    first = bootstrap.ingest(config)
     store = reader(config)
     done = caught_up(config, store)
     first.run(until=lambda _stats: done(), idle_exit_s=60)

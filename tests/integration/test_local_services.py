@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from adapters.local_services import postgres as local_postgres
-from adapters.local_services.process import process_start_time
-from adapters.settings import load
+from devservices import database as local_postgres
+from devservices.process import process_start_time
+from devservices.settings import load
 
 REPO = Path(__file__).resolve().parents[2]
 

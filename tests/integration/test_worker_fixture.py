@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local_services.process import process_start_time
 from adapters.settings import Settings
+from devservices.process import process_start_time
 from tests.integration.ingest_harness import REPO, env_of, isolated_settings
 
 pytestmark = [pytest.mark.kafka]
@@ -21,7 +21,7 @@ FAILS_MID_STREAM = """
 import os
 from pathlib import Path
 
-from adapters.local_services.process import process_start_time
+from devservices.process import process_start_time
 from adapters.settings import load
 from tests.factories import good_change
 from adapters.inbound import PersonRef

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.salesforce import OptOutTarget, OptOutWrite, SalesforceOrg, connect
-from adapters.sandbox import Sandbox, running_sandbox
 from adapters.settings import load
 from domain.identity import RecordType
 from domain.opt_out_field import OptOutField
+from sandbox import Sandbox, running_sandbox
 
 EMAIL_OPT_OUT = OptOutTarget(
     choice=OptOutField.EMAIL_OPT_OUT, contact="HasOptedOutOfEmail", lead="HasOptedOutOfEmail"

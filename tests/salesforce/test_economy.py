@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.salesforce import BudgetSpent, RequestRefused
-from adapters.sandbox import Sandbox
 from domain.identity import RecordType
+from sandbox import Sandbox
 from tests.salesforce.conftest import connect_to, flag, new_records, writes
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]

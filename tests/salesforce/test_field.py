@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.salesforce import FieldMissing, SalesforceOrg, connect
-from adapters.sandbox import Sandbox, running_sandbox
 from adapters.settings import load
 from domain.identity import RecordType
 from domain.opt_out_field import OptOutField, live_push_field
+from sandbox import Sandbox, running_sandbox
 from tests.salesforce.conftest import connect_to, flag, new_records, org_env, writes
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]

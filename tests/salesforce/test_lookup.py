@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.salesforce import PersonRecord, SalesforceOrg, SalesforceUnavailable, email_batches
-from adapters.sandbox import Sandbox, running_sandbox
 from domain.identity import RecordType
+from sandbox import Sandbox, running_sandbox
 from tests.salesforce.conftest import connect_to
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]

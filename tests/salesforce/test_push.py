@@ -10,9 +10,9 @@ from adapters.salesforce import (
     SalesforceOrg,
     SalesforceUnavailable,
 )
-from adapters.sandbox import Sandbox
 from domain.identity import RecordType, to_18
 from domain.opt_out_field import OptOutField
+from sandbox import Sandbox
 from tests.salesforce.conftest import flag, new_records, writes
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]

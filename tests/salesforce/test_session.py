@@ -11,8 +11,8 @@ from adapters.salesforce import (
     SalesforceUnavailable,
     SessionRejected,
 )
-from adapters.sandbox import Sandbox
 from domain.identity import RecordType
+from sandbox import Sandbox
 from tests.salesforce.conftest import connect_to, flag, new_records, writes
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]

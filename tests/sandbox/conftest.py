@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.sandbox import Sandbox, running_sandbox
+from sandbox import Sandbox, running_sandbox
 
 # More contacts than one 2,000-record query page, so query_all has to follow nextRecordsUrl.
 CONTACTS = 2100

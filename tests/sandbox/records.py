@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 
 
 def contact_ids(sandbox: Sandbox, start: int, count: int) -> list[str]:

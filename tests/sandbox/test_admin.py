@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from simple_salesforce import Salesforce, SalesforceGeneralError
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 from tests.sandbox.records import lead_ids
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(30)]

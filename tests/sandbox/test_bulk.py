@@ -10,7 +10,7 @@ import pytest
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceOperationError
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 from tests.sandbox.conftest import CONTACTS
 from tests.sandbox.records import contact_ids, lead_ids
 

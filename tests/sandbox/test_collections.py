@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from simple_salesforce import Salesforce, SalesforceMalformedRequest
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 from tests.sandbox.records import contact_ids, lead_ids
 
 pytestmark = pytest.mark.sandbox

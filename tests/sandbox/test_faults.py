@@ -12,7 +12,7 @@ from simple_salesforce import (
     SalesforceRefusedRequest,
 )
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 from tests.sandbox.records import contact_ids
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(30)]

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 import pytest
 from simple_salesforce import Salesforce, SalesforceGeneralError, SalesforceRefusedRequest
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from simple_salesforce import Salesforce, SalesforceAuthenticationFailed
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from simple_salesforce import Salesforce, SalesforceMalformedRequest
 
-from adapters.sandbox import Sandbox
+from sandbox import Sandbox
 from tests.sandbox.conftest import CONTACTS
 from tests.sandbox.records import contact_ids
 

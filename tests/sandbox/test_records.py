@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from simple_salesforce import Salesforce, SalesforceMalformedRequest, SalesforceResourceNotFound
 
-from adapters.sandbox import Sandbox
 from domain.identity import to_18
+from sandbox import Sandbox
 from tests.sandbox.records import contact_ids, lead_ids
 
 pytestmark = pytest.mark.sandbox

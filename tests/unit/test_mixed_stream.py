@@ -7,7 +7,7 @@ import random
 
 from adapters.event_store import environment
 from consumers.ingest import to_change
-from domain.application import OptOutLog
+from domain.application import ChangeRecorder
 from domain.identity import AddressKeys
 from tests.integration.mixed_stream import expected_answers, mixed_changes
 
@@ -15,7 +15,7 @@ from tests.integration.mixed_stream import expected_answers, mixed_changes
 def test_the_mixed_stream_in_any_order_leaves_the_oracles_answers() -> None:
     keys = AddressKeys(b"k" * 32)
     changes = mixed_changes(3000, persons=200, seed=11)
-    log = OptOutLog(env=environment("sqlite:///:memory:", create_table=True))
+    log = ChangeRecorder(env=environment("sqlite:///:memory:", create_table=True))
     arrival = changes + random.Random(3).sample(changes, 300)  # re-produced duplicates too
     random.Random(5).shuffle(arrival)
     for start in range(0, len(arrival), 97):

@@ -23,7 +23,7 @@ KEYS = AddressKeys(b"k" * 32)
 ADA = KEYS.key_of("ada@example.com")
 
 
-def how(
+def provenance(
     source: str = "sales",
     kind: str = "recipient",
     actor_id: str | None = None,
@@ -34,12 +34,12 @@ def how(
 
 
 def removal(at: datetime = T0, source: str = "sales") -> Provenance:
-    return how(source, kind="user", actor_id="admin-1", reason="asked back in", at=at)
+    return provenance(source, kind="user", actor_id="admin-1", reason="asked back in", at=at)
 
 
 def test_an_unsubscribe_opts_the_person_out_and_records_who_and_how() -> None:
     person = Person("person:p1")
-    person.unsubscribe(how("marketing"), mailbox=ADA)
+    person.unsubscribe(provenance("marketing"), mailbox=ADA)
     assert person.opted_out
     assert person.own.unsubscribe is not None and person.own.unsubscribe.source == "marketing"
     assert person.own.unsubscribe.occurred_at == T0
@@ -52,8 +52,8 @@ def test_an_unsubscribe_opts_the_person_out_and_records_who_and_how() -> None:
 
 def test_repeated_unsubscribes_are_kept_for_the_audit_and_the_latest_decides() -> None:
     person = Person("person:p1")
-    person.unsubscribe(how("sales"))
-    person.unsubscribe(how("marketing", at=T0 + timedelta(days=1)))
+    person.unsubscribe(provenance("sales"))
+    person.unsubscribe(provenance("marketing", at=T0 + timedelta(days=1)))
     assert person.opted_out and person.own.unsubscribe is not None
     assert person.own.unsubscribe.source == "marketing"
     assert len([e for e in person.collect_events() if isinstance(e, Person.Unsubscribed)]) == 2
@@ -61,11 +61,11 @@ def test_repeated_unsubscribes_are_kept_for_the_audit_and_the_latest_decides() -
 
 def test_removing_an_unsubscribe_needs_a_named_user_and_a_reason() -> None:
     person = Person("person:p1")
-    person.unsubscribe(how())
+    person.unsubscribe(provenance())
     with pytest.raises(ValueError, match="named user"):
-        person.remove_unsubscribe(how(kind="system", reason="cleanup"))
+        person.remove_unsubscribe(provenance(kind="system", reason="cleanup"))
     with pytest.raises(ValueError, match="reason"):
-        person.remove_unsubscribe(how(kind="user", actor_id="admin-1"))
+        person.remove_unsubscribe(provenance(kind="user", actor_id="admin-1"))
     assert person.opted_out
     person.remove_unsubscribe(removal(T0 + timedelta(seconds=1)))
     assert not person.opted_out
@@ -74,7 +74,7 @@ def test_removing_an_unsubscribe_needs_a_named_user_and_a_reason() -> None:
 def test_a_tie_goes_to_the_unsubscribe() -> None:
     person = Person("person:p1")
     person.remove_unsubscribe(removal(T0))
-    person.unsubscribe(how(at=T0))
+    person.unsubscribe(provenance(at=T0))
     assert person.opted_out
 
 
@@ -84,32 +84,32 @@ def test_a_change_dated_in_the_future_is_capped_at_the_moment_it_is_recorded() -
     person.remove_unsubscribe(removal(datetime(2099, 1, 1, tzinfo=UTC)))
     assert person.own.removal is not None
     assert before <= person.own.removal.occurred_at <= datetime.now(UTC)
-    person.unsubscribe(how(at=datetime.now(UTC) + timedelta(seconds=1)))
+    person.unsubscribe(provenance(at=datetime.now(UTC) + timedelta(seconds=1)))
     assert person.opted_out, "a later unsubscribe wins over the capped removal"
 
 
 def test_the_salesforce_link_follows_the_latest_change_that_names_one() -> None:
     person = Person("person:p1")
     lead, contact = to_18("00Q5g00000XyZaB"), to_18("0035g00000AbCdE")
-    person.link_salesforce(how(at=T0 + timedelta(hours=2)), contact)
+    person.link(provenance(at=T0 + timedelta(hours=2)), contact)
     # A late, older unsubscribe carrying another id does not re-point the link.
-    person.unsubscribe(how(at=T0), salesforce_id=lead)
+    person.unsubscribe(provenance(at=T0), salesforce_id=lead)
     assert person.salesforce_id == contact
-    person.unsubscribe(how(at=T0 + timedelta(hours=3)), salesforce_id=lead)
+    person.unsubscribe(provenance(at=T0 + timedelta(hours=3)), salesforce_id=lead)
     assert person.salesforce_id == lead
-    linked = [e for e in person.collect_events() if isinstance(e, Person.SalesforceLinked)]
+    linked = [e for e in person.collect_events() if isinstance(e, Person.PersonLinked)]
     assert linked[0].previous_salesforce_id is None
 
 
 def test_only_contacts_and_leads_can_be_linked() -> None:
     with pytest.raises(InvalidSalesforceId):
-        Person("person:p1").link_salesforce(how(), to_18("0015g00000AbCdE"))
+        Person("person:p1").link(provenance(), to_18("0015g00000AbCdE"))
 
 
 def test_a_recipients_unsubscribe_opts_out_the_address_wherever_it_appears() -> None:
     # p-ada: the recipient unsubscribed through a link, then an admin removed it on the person.
     ada = Person("person:p-ada")
-    ada.unsubscribe(how("marketing", kind="recipient", at=T0), mailbox=ADA)
+    ada.unsubscribe(provenance("marketing", kind="recipient", at=T0), mailbox=ADA)
     ada.remove_unsubscribe(removal(T0 + timedelta(hours=1)), mailbox=ADA)
     assert not ada.opted_out, "the person's own changes: removed"
     address = address_state(None, ADA, [ada])
@@ -118,7 +118,7 @@ def test_a_recipients_unsubscribe_opts_out_the_address_wherever_it_appears() -> 
     assert answer.opted_out and ADA in answer.by_address
     # A rep's unsubscribe is the person's own: a removal on the person undoes it.
     bob = Person("person:p-bob")
-    bob.unsubscribe(how("sales", kind="user", actor_id="rep-1", at=T0), mailbox=ADA)
+    bob.unsubscribe(provenance("sales", kind="user", actor_id="rep-1", at=T0), mailbox=ADA)
     bob.remove_unsubscribe(removal(T0 + timedelta(hours=1)), mailbox=ADA)
     assert not address_state(None, ADA, [bob]).opted_out
     assert not standing(bob, {ADA: address_state(None, ADA, [bob])}).opted_out
@@ -126,7 +126,7 @@ def test_a_recipients_unsubscribe_opts_out_the_address_wherever_it_appears() -> 
 
 def test_a_removal_on_the_address_itself_applies_to_the_address() -> None:
     carrier = Person("person:p-ada")
-    carrier.unsubscribe(how(kind="recipient", at=T0), mailbox=ADA)
+    carrier.unsubscribe(provenance(kind="recipient", at=T0), mailbox=ADA)
     address = Person(ADA)
     address.remove_unsubscribe(removal(T0 + timedelta(hours=1)), mailbox=ADA)
     assert not address_state(address, ADA, [carrier]).opted_out

@@ -37,11 +37,11 @@ def applied(key: str, changes: list[tuple[ChangeKind, datetime, str, uuid.UUID, 
     person = Person(key)
     for kind, at, actor, event_id, source in changes:
         if kind is ChangeKind.UNSUBSCRIBED:
-            how = Provenance(event_id, source, actor, None, None, "email_link", at)
-            person.unsubscribe(how, mailbox=ADA)
+            provenance = Provenance(event_id, source, actor, None, None, "email_link", at)
+            person.unsubscribe(provenance, mailbox=ADA)
         else:
-            how = Provenance(event_id, source, "user", "admin", None, "manual", at, "asked")
-            person.remove_unsubscribe(how, mailbox=ADA)
+            provenance = Provenance(event_id, source, "user", "admin", None, "manual", at, "asked")
+            person.remove_unsubscribe(provenance, mailbox=ADA)
     return person
 
 

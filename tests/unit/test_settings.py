@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters import kafka
+from adapters import kafka_clients
 from adapters.settings import ConfigError, DailyBudget, load
+from devservices import settings as devservices_settings
 from domain.opt_out_field import OptOutField
 
 
@@ -56,7 +57,6 @@ def test_a_malformed_database_url_is_refused_without_echoing_its_password() -> N
     ("env", "named"),
     [
         ({"OPTOUT_KAFKA_PORT": "0"}, "OPTOUT_KAFKA_PORT"),
-        ({"OPTOUT_POSTGRES_PORT": "http"}, "OPTOUT_POSTGRES_PORT"),
         ({"OPTOUT_KAFKA_CONNECT_TIMEOUT": "soon"}, "OPTOUT_KAFKA_CONNECT_TIMEOUT"),
         ({"OPTOUT_MAX_CLOCK_SKEW": "-5"}, "OPTOUT_MAX_CLOCK_SKEW"),
         ({"OPTOUT_MAX_CLOCK_SKEW": "5m"}, "OPTOUT_MAX_CLOCK_SKEW"),
@@ -175,7 +175,7 @@ def test_topics_are_shaped_by_the_settings_and_dead_letters_are_kept_until_delet
             "OPTOUT_TOPIC_RETENTION": "2d",
         }
     )
-    inbound, dead_letter, redrives = kafka.topic_specs(settings)
+    inbound, dead_letter, redrives = kafka_clients.topic_specs(settings)
     assert (inbound.name, inbound.partitions, inbound.replication_factor) == (
         "optout.changes.v1",
         12,
@@ -186,6 +186,21 @@ def test_topics_are_shaped_by_the_settings_and_dead_letters_are_kept_until_delet
     assert dead_letter.enforced["retention.ms"] == dead_letter.enforced["retention.bytes"] == "-1"
     assert redrives.name == "optout.changes.v1.dead-letter.redrives"
     assert redrives.enforced == {"cleanup.policy": "compact"}
+
+
+def test_the_development_services_read_their_own_settings(tmp_path: Path) -> None:
+    services = devservices_settings.load(
+        {"OPTOUT_STATE_DIR": str(tmp_path), "OPTOUT_KAFKA_PORT": "29092"}
+    )
+    assert (services.state_dir, services.kafka_port, services.postgres_port) == (
+        tmp_path,
+        29092,
+        15432,
+    )
+    # The engine's default broker is the development broker on that port.
+    assert load({"OPTOUT_KAFKA_PORT": "29092"}).kafka_bootstrap_servers == "127.0.0.1:29092"
+    with pytest.raises(devservices_settings.SettingError, match="OPTOUT_POSTGRES_PORT"):
+        devservices_settings.load({"OPTOUT_POSTGRES_PORT": "http"})
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adapters.sandbox import soql
-from adapters.sandbox.config import API_VERSION, SandboxConfig
-from adapters.sandbox.errors import ApiError, RecordError
-from adapters.sandbox.faults import FaultPlan
-from adapters.sandbox.login import USER_ID
-from adapters.sandbox.store import RecordStore, format_datetime, make_id, now
+from sandbox import soql
+from sandbox.config import API_VERSION, SandboxConfig
+from sandbox.errors import ApiError, RecordError
+from sandbox.faults import FaultPlan
+from sandbox.login import USER_ID
+from sandbox.store import RecordStore, format_datetime, make_id, now
 
 DELIMITERS = {
     "COMMA": ",",

@@ -8,13 +8,13 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.sandbox import seed
-from adapters.sandbox.bulk import BulkJobs
-from adapters.sandbox.config import SandboxConfig
-from adapters.sandbox.faults import FaultPlan
-from adapters.sandbox.login import Sessions
-from adapters.sandbox.soql import Query
-from adapters.sandbox.store import Record, RecordStore, make_id
+from sandbox import seed
+from sandbox.bulk import BulkJobs
+from sandbox.config import SandboxConfig
+from sandbox.faults import FaultPlan
+from sandbox.login import Sessions
+from sandbox.soql import Query
+from sandbox.store import Record, RecordStore, make_id
 
 
 @dataclass(frozen=True)

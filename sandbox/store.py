@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.sandbox.config import API_VERSION
-from adapters.sandbox.errors import ApiError, RecordError
-from adapters.sandbox.schema import FieldSpec, SObjectSchema, build_schemas
-from domain.identity import InvalidSalesforceId, to_18
+from sandbox.config import API_VERSION
+from sandbox.errors import ApiError, RecordError
+from sandbox.ids import InvalidSalesforceId, to_18
+from sandbox.schema import FieldSpec, SObjectSchema, build_schemas
 
 Record = dict[str, Any]
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

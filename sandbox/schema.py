@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.sandbox.config import API_VERSION
+from sandbox.config import API_VERSION
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.sandbox.errors import ApiError
-from adapters.sandbox.schema import FieldSpec, SObjectSchema
-from adapters.sandbox.store import Record, parse_datetime
-from domain.identity import InvalidSalesforceId, to_18
+from sandbox.errors import ApiError
+from sandbox.ids import InvalidSalesforceId, to_18
+from sandbox.schema import FieldSpec, SObjectSchema
+from sandbox.store import Record, parse_datetime
 
 Predicate = Callable[[Record], bool]
 _KEYWORDS = {

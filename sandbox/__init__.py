@@ -3,7 +3,7 @@
 Start one with `optout-sync sandbox` or, from Python, `with running_sandbox(generate=100) as sb:`.
 """
 
-from adapters.sandbox.config import SandboxConfig
-from adapters.sandbox.runner import Sandbox, prepare, running_sandbox
+from sandbox.config import SandboxConfig
+from sandbox.runner import Sandbox, prepare, running_sandbox
 
 __all__ = ["Sandbox", "SandboxConfig", "prepare", "running_sandbox"]

@@ -14,10 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.sandbox import admin, login
-from adapters.sandbox.errors import ApiError, limit_exceeded, not_found, session_invalid
-from adapters.sandbox.org import Call, SandboxOrg
-from adapters.sandbox.rest import DataApi, json_response
+from sandbox import admin, login
+from sandbox.errors import ApiError, limit_exceeded, not_found, session_invalid
+from sandbox.org import Call, SandboxOrg
+from sandbox.rest import DataApi, json_response
 
 log = logging.getLogger(__name__)
 _DATA_PREFIX = "/services/data/"

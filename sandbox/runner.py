@@ -18,12 +18,12 @@ import requests
 import uvicorn
 from simple_salesforce import Salesforce
 
-from adapters.sandbox.admin import convert_lead
-from adapters.sandbox.config import API_VERSION, SandboxConfig
-from adapters.sandbox.org import Call, SandboxOrg
-from adapters.sandbox.server import build_app
-from adapters.sandbox.store import Record, RecordStore
-from adapters.sandbox.tls import TlsFiles, make_tls
+from sandbox.admin import convert_lead
+from sandbox.config import API_VERSION, SandboxConfig
+from sandbox.org import Call, SandboxOrg
+from sandbox.server import build_app
+from sandbox.store import Record, RecordStore
+from sandbox.tls import TlsFiles, make_tls
 
 
 class _QuietIdleShutdown(logging.Filter):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import parse_qs
 
-from adapters.sandbox.config import API_VERSION, SandboxConfig
-from adapters.sandbox.store import make_id
+from sandbox.config import API_VERSION, SandboxConfig
+from sandbox.store import make_id
 
 ORG_ID = make_id("00D", 1)
 USER_ID = make_id("005", 1)

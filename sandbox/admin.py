@@ -8,10 +8,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.sandbox.errors import ApiError, not_found
-from adapters.sandbox.org import SandboxOrg
-from adapters.sandbox.rest import json_response
-from adapters.sandbox.store import format_datetime, now
+from sandbox.errors import ApiError, not_found
+from sandbox.org import SandboxOrg
+from sandbox.rest import json_response
+from sandbox.store import format_datetime, now
 
 
 def convert_lead(org: SandboxOrg, lead_id: str, contact_id: str) -> dict[str, Any]:

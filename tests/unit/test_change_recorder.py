@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from adapters.event_store import create_tables, environment
-from domain.application import Change, ChangeBatch, ChangeKind, OptOutLog, problem
+from adapters.event_store import environment
+from consumers import bootstrap
+from domain.application import Change, ChangeBatch, ChangeKind, ChangeRecorder, refusal_of
 from domain.identity import AddressKeys, person_key
 from domain.person import Provenance
 
@@ -33,11 +34,11 @@ def change(
     event_id: uuid.UUID | None = None,
     salesforce_id: str | None = None,
 ) -> Change:
-    how = Provenance(
+    provenance = Provenance(
         event_id or uuid.uuid4(), "sales", actor_kind, actor_id, None, "manual", at, reason
     )
     mailbox = KEYS.key_of(email) if email else None
-    return Change(kind, key, how, mailbox, email, salesforce_id)
+    return Change(kind, key, provenance, mailbox, email, salesforce_id)
 
 
 def removal(key: str, *, email: str | None = None, at: datetime = NOW) -> Change:
@@ -53,12 +54,12 @@ def removal(key: str, *, email: str | None = None, at: datetime = NOW) -> Change
 
 
 @pytest.fixture
-def log() -> OptOutLog:
-    return OptOutLog(env=environment("sqlite:///:memory:", create_table=True))
+def log() -> ChangeRecorder:
+    return ChangeRecorder(env=environment("sqlite:///:memory:", create_table=True))
 
 
 def test_a_batch_is_stored_with_its_position_and_a_redelivered_position_writes_nothing(
-    log: OptOutLog,
+    log: ChangeRecorder,
 ) -> None:
     first, second = change("person:a"), change("person:b")
     batch = log.record([first, second], Tracking("inbound:0", 41))
@@ -71,22 +72,22 @@ def test_a_batch_is_stored_with_its_position_and_a_redelivered_position_writes_n
     assert len(list(log.all_changes())) == 2
 
 
-def test_the_same_event_id_under_any_key_is_stored_once(log: OptOutLog) -> None:
+def test_the_same_event_id_under_any_key_is_stored_once(log: ChangeRecorder) -> None:
     original = change("person:p-ada", email="ada@example.com")
     log.record([original], Tracking("inbound:0", 1))
     # Re-produced under the address's key, through another partition.
     again = Change(
-        original.kind, KEYS.key_of("ada@example.com"), original.how, original.mailbox, None
+        original.kind, KEYS.key_of("ada@example.com"), original.provenance, original.mailbox, None
     )
     batch = log.record([again, original, again], Tracking("inbound:1", 3))
     assert (batch.recorded, batch.duplicates) == (0, 3)
-    assert [c.event_id for c in log.all_changes()] == [original.how.event_id]
+    assert [c.event_id for c in log.all_changes()] == [original.provenance.event_id]
     within = change("person:x")
     batch = log.record([within, within])
     assert (batch.recorded, batch.duplicates) == (1, 1)
 
 
-def test_history_lists_each_change_of_a_person(log: OptOutLog) -> None:
+def test_history_lists_each_change_of_a_person(log: ChangeRecorder) -> None:
     log.record(
         [
             change(),
@@ -97,12 +98,12 @@ def test_history_lists_each_change_of_a_person(log: OptOutLog) -> None:
     person = log.person("person:p1")
     assert person is not None and person.salesforce_id == "0035g00000AbCdEAAV"
     kinds = [type(e).__name__ for e in log.history("person:p1")]
-    assert kinds == ["Registered", "Unsubscribed", "Unsubscribed", "SalesforceLinked"]
+    assert kinds == ["Registered", "Unsubscribed", "Unsubscribed", "PersonLinked"]
 
 
 @pytest.mark.parametrize("order", ["email first", "id first"])
 @pytest.mark.parametrize("removed_on", ["person", "address"])
-def test_one_mailbox_one_answer(log: OptOutLog, order: str, removed_on: str) -> None:
+def test_one_mailbox_one_answer(log: ChangeRecorder, order: str, removed_on: str) -> None:
     """A marketing unsubscribe by the recipient of ada@example.com (no person id), and a sales
     unsubscribe-then-removal on person p-ada carrying ADA@example.com."""
     ada = KEYS.key_of("ada@example.com")
@@ -132,7 +133,7 @@ def test_one_mailbox_one_answer(log: OptOutLog, order: str, removed_on: str) -> 
         assert answer.opted_out and not answer.by_address
 
 
-def test_the_clear_address_lives_only_in_the_erasable_index(log: OptOutLog) -> None:
+def test_the_clear_address_lives_only_in_the_erasable_index(log: ChangeRecorder) -> None:
     log.record([change("person:p-ada", email="ada@example.com")])
     ada = KEYS.key_of("ada@example.com")
     assert log.address(ada) == "ada@example.com"
@@ -149,13 +150,13 @@ def test_the_clear_address_lives_only_in_the_erasable_index(log: OptOutLog) -> N
     assert log.forget(ada) == []
 
 
-def test_free_text_loses_anything_shaped_like_an_address(log: OptOutLog) -> None:
+def test_free_text_loses_anything_shaped_like_an_address(log: ChangeRecorder) -> None:
     log.record([change(reason="ada@example.com wrote to support", actor_id="ada@example.com")])
     [event] = log.all_changes()
     assert event.reason == "<address> wrote to support" and event.actor_id == "<address>"
 
 
-def test_a_person_with_ten_thousand_changes_loads_like_one_with_ten(log: OptOutLog) -> None:
+def test_a_person_with_ten_thousand_changes_loads_like_one_with_ten(log: ChangeRecorder) -> None:
     for start in range(0, 10_000, 500):
         log.record(
             [change("person:long", at=NOW + timedelta(seconds=start + i)) for i in range(500)]
@@ -181,26 +182,27 @@ def test_a_person_with_ten_thousand_changes_loads_like_one_with_ten(log: OptOutL
 
 
 def test_the_domain_names_what_it_would_refuse_before_anything_is_recorded() -> None:
-    assert problem(change(kind=ChangeKind.UNSUBSCRIBE_REMOVED, actor_kind="system")) is not None
-    assert problem(removal("person:p1")) is None
+    assert refusal_of(change(kind=ChangeKind.UNSUBSCRIBE_REMOVED, actor_kind="system")) is not None
+    assert refusal_of(removal("person:p1")) is None
     assert (
-        problem(change(kind=ChangeKind.PERSON_LINKED)) == "linking a person needs a Salesforce id"
+        refusal_of(change(kind=ChangeKind.PERSON_LINKED))
+        == "linking a person needs a Salesforce id"
     )
-    assert "starts 003" in str(problem(change(salesforce_id="0015g00000AbCdEAAV")))
+    assert "starts 003" in str(refusal_of(change(salesforce_id="0015g00000AbCdEAAV")))
 
 
 def test_events_stored_by_version_0_1_still_load(tmp_path: Path) -> None:
     """A store written by optout-sync 0.1 (commit 1688966), committed as a fixture."""
     copy = tmp_path / "store.sqlite"
     shutil.copy(FIXTURES / "store-0.1.sqlite", copy)
-    create_tables(f"sqlite:///{copy}")  # `init` adds what 0.2 keeps beside the log
-    log = OptOutLog(env=environment(f"sqlite:///{copy}"))
+    bootstrap.create_tables(f"sqlite:///{copy}")  # `init` adds what 0.2 keeps beside the log
+    log = ChangeRecorder(env=environment(f"sqlite:///{copy}"))
     changes = list(log.all_changes())
     assert [type(c).__name__ for c in changes] == [
         "Unsubscribed",
         "UnsubscribeRemoved",
         "Unsubscribed",
-        "SalesforceLinked",
+        "PersonLinked",
         "Unsubscribed",
     ]
     assert all(c.mailbox is None and not hasattr(c, "email") for c in changes)

@@ -9,12 +9,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.sandbox import soql
-from adapters.sandbox.errors import ApiError, RecordError, not_found
-from adapters.sandbox.org import SandboxOrg
-from adapters.sandbox.schema import SObjectSchema
-from adapters.sandbox.store import Record, now
-from domain.identity import InvalidSalesforceId, to_18
+from sandbox import soql
+from sandbox.errors import ApiError, RecordError, not_found
+from sandbox.ids import InvalidSalesforceId, to_18
+from sandbox.org import SandboxOrg
+from sandbox.schema import SObjectSchema
+from sandbox.store import Record, now
 
 _VERSION = re.compile(r"^v\d{2}\.\d$")
 _RESULT_KINDS = {"successfulresults", "failedresults", "unprocessedrecords"}

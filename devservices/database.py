@@ -26,7 +26,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from adapters.settings import Settings
+from devservices.settings import ServiceSettings
 
 from .process import (
     RunAs,
@@ -55,7 +55,7 @@ MAX_SOCKET_PATH = 100
 log = logging.getLogger(__name__)
 
 
-def paths(settings: Settings) -> ServicePaths:
+def paths(settings: ServiceSettings) -> ServicePaths:
     return service_paths(settings.state_dir, NAME)
 
 
@@ -136,7 +136,7 @@ def _reachable_by(path: Path, run_as: RunAs) -> bool:
     return True
 
 
-def data_dir(settings: Settings) -> Path:
+def data_dir(settings: ServiceSettings) -> Path:
     """The cluster's directory: `<state_dir>/postgres`, or where that symlink points."""
     link = settings.state_dir / NAME
     run_as = _run_as()
@@ -146,7 +146,7 @@ def data_dir(settings: Settings) -> Path:
     return SYSTEM_HOME / digest
 
 
-def _prepare_data_dir(settings: Settings, run_as: RunAs | None) -> Path:
+def _prepare_data_dir(settings: ServiceSettings, run_as: RunAs | None) -> Path:
     target = data_dir(settings)
     link = settings.state_dir / NAME
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +186,7 @@ def _initdb(target: Path, run_as: RunAs | None) -> None:
         raise ServiceError(f"initdb failed for {target}:\n{result.stdout}{result.stderr}")
 
 
-def url(settings: Settings, database: str = "optout") -> str:
+def url(settings: ServiceSettings, database: str = "optout") -> str:
     return f"postgresql://{SUPERUSER}@127.0.0.1:{settings.postgres_port}/{database}"
 
 
@@ -218,7 +218,7 @@ def drop_database(server_url: str, name: str) -> None:
         )
 
 
-def status(settings: Settings) -> ServiceStatus:
+def status(settings: ServiceSettings) -> ServiceStatus:
     service = paths(settings)
     state, record = live_process(service.pid)
     return ServiceStatus(
@@ -232,7 +232,7 @@ def status(settings: Settings) -> ServiceStatus:
     )
 
 
-def up(settings: Settings) -> ServiceStatus:
+def up(settings: ServiceSettings) -> ServiceStatus:
     """Start the server unless it is already running; returns its status (`started` says which)."""
     service = paths(settings)
     with exclusive(service):
@@ -285,7 +285,7 @@ def up(settings: Settings) -> ServiceStatus:
         )
 
 
-def down(settings: Settings) -> int | None:
+def down(settings: ServiceSettings) -> int | None:
     """Stop the server `up` started (SIGINT: PostgreSQL's fast, clean shutdown)."""
     service = paths(settings)
     with exclusive(service):

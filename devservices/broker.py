@@ -25,7 +25,7 @@ import msgspec
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaConfigurationError, KafkaError
 
-from adapters.settings import Settings
+from devservices.settings import ServiceSettings
 
 from .process import (
     ServiceError,
@@ -69,20 +69,20 @@ def kafka_version() -> str:
     return node.text.strip()
 
 
-def controller_port(settings: Settings) -> int:
+def controller_port(settings: ServiceSettings) -> int:
     """The KRaft controller listens on the port after the broker's."""
     return settings.kafka_port + 1
 
 
-def bootstrap(settings: Settings) -> str:
+def bootstrap(settings: ServiceSettings) -> str:
     return f"127.0.0.1:{settings.kafka_port}"
 
 
-def paths(settings: Settings) -> ServicePaths:
+def paths(settings: ServiceSettings) -> ServicePaths:
     return service_paths(settings.state_dir, NAME)
 
 
-def jars_dir(settings: Settings) -> Path:
+def jars_dir(settings: ServiceSettings) -> Path:
     return settings.cache_dir / f"kafka-{kafka_version()}"
 
 
@@ -90,7 +90,7 @@ def _pom_digest() -> str:
     return hashlib.sha256(POM.read_bytes()).hexdigest()
 
 
-def ensure_jars(settings: Settings) -> Path:
+def ensure_jars(settings: ServiceSettings) -> Path:
     """The broker's jars, resolved from Maven Central on first use and when the pom changes."""
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     # Instances with different state dirs share the cache: one download at a time.
@@ -99,7 +99,7 @@ def ensure_jars(settings: Settings) -> Path:
         return _resolve_jars(settings)
 
 
-def _resolve_jars(settings: Settings) -> Path:
+def _resolve_jars(settings: ServiceSettings) -> Path:
     target = jars_dir(settings)
     marker = target / ".pom-sha256"
     if marker.exists() and marker.read_text() == _pom_digest():
@@ -155,7 +155,7 @@ def _java() -> str:
     return java
 
 
-def _server_properties(settings: Settings, data_dir: Path) -> str:
+def _server_properties(settings: ServiceSettings, data_dir: Path) -> str:
     port, cport = settings.kafka_port, controller_port(settings)
     lines = {
         "process.roles": "broker,controller",
@@ -251,7 +251,7 @@ def broker_answers(bootstrap_servers: str) -> bool:
         admin.close()
 
 
-def status(settings: Settings) -> ServiceStatus:
+def status(settings: ServiceSettings) -> ServiceStatus:
     service = paths(settings)
     state, record = live_process(service.pid)
     return ServiceStatus(
@@ -265,7 +265,7 @@ def status(settings: Settings) -> ServiceStatus:
     )
 
 
-def up(settings: Settings) -> ServiceStatus:
+def up(settings: ServiceSettings) -> ServiceStatus:
     """Start the broker unless it is already running; returns its status (`started` says which)."""
     service = paths(settings)
     with exclusive(service):
@@ -309,7 +309,7 @@ def up(settings: Settings) -> ServiceStatus:
         )
 
 
-def _check_ports_free(settings: Settings, current: ServiceStatus) -> None:
+def _check_ports_free(settings: ServiceSettings, current: ServiceStatus) -> None:
     """Refuses to start when something already listens on the broker's or controller's port."""
     for port in (settings.kafka_port, controller_port(settings)):
         if not port_answers(port):
@@ -329,7 +329,7 @@ def _check_ports_free(settings: Settings, current: ServiceStatus) -> None:
         )
 
 
-def down(settings: Settings) -> int | None:
+def down(settings: ServiceSettings) -> int | None:
     """Stop the broker `up` started (SIGTERM: a controlled shutdown); returns its pid if it ran."""
     service = paths(settings)
     with exclusive(service):

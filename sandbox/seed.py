@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapters.sandbox.store import RecordStore
+from sandbox.store import RecordStore
 
 
 def load_file(store: RecordStore, path: Path) -> dict[str, int]:

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.identity import InvalidSalesforceId, to_18
+from sandbox.ids import InvalidSalesforceId, to_18
 
 REQUEST_FAULTS = (
     "latency",

@@ -10,14 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from adapters.settings import Settings
+from devservices.settings import ServiceSettings
 
-from . import kafka, postgres
+from . import broker, database
 from .process import Lease, ServiceError, ServiceStatus
 
 __all__ = ["SERVICE_NAMES", "ServiceError", "ServiceStatus", "down", "lease", "status", "up"]
 
-_SERVICES: dict[str, ModuleType] = {"kafka": kafka, "postgres": postgres}
+_SERVICES: dict[str, ModuleType] = {"kafka": broker, "postgres": database}
 SERVICE_NAMES: tuple[str, ...] = tuple(_SERVICES)
 
 
@@ -28,25 +28,25 @@ def _service(name: str) -> ModuleType:
         raise ServiceError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}") from None
 
 
-def up(name: str, settings: Settings) -> ServiceStatus:
+def up(name: str, settings: ServiceSettings) -> ServiceStatus:
     """Start `name` unless it runs already; raises ServiceError (with the log tail) on failure."""
-    start: Callable[[Settings], ServiceStatus] = _service(name).up
+    start: Callable[[ServiceSettings], ServiceStatus] = _service(name).up
     return start(settings)
 
 
-def down(name: str, settings: Settings) -> int | None:
+def down(name: str, settings: ServiceSettings) -> int | None:
     """Stop `name` if `up` started it and it still runs; returns the pid it stopped."""
-    stop: Callable[[Settings], int | None] = _service(name).down
+    stop: Callable[[ServiceSettings], int | None] = _service(name).down
     return stop(settings)
 
 
-def status(name: str, settings: Settings) -> ServiceStatus:
-    report: Callable[[Settings], ServiceStatus] = _service(name).status
+def status(name: str, settings: ServiceSettings) -> ServiceStatus:
+    report: Callable[[ServiceSettings], ServiceStatus] = _service(name).status
     return report(settings)
 
 
 @contextmanager
-def lease(name: str, settings: Settings) -> Iterator[ServiceStatus]:
+def lease(name: str, settings: ServiceSettings) -> Iterator[ServiceStatus]:
     """`name` running for the duration; stopped afterwards only if this lease started it and no
     other lease (another test session) still holds it."""
     module = _service(name)
