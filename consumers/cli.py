@@ -77,6 +77,8 @@ class KafkaLogFilter(logging.Filter):
     kind of its messages at most once a minute, and none once a stop was asked for."""
 
     EVERY_S = 60.0
+    # Routine, not trouble: a topic created a moment ago has no partition metadata yet.
+    ROUTINE = ("No partition metadata for topic",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,7 +88,7 @@ class KafkaLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("kafka"):
             return True
-        if self.stopping:
+        if self.stopping or str(record.msg).startswith(self.ROUTINE):
             return False
         now, kind = time.monotonic(), (record.name, record.msg)
         if now - self._last.get(kind, -self.EVERY_S) < self.EVERY_S:
