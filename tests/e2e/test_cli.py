@@ -4,28 +4,15 @@ bad setting stopping start-up with its name."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.cli import optout_sync
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.kafka]
-
-
-def optout_sync(
-    *args: str, env: dict[str, str], timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture

@@ -18,23 +18,9 @@ from devservices import broker as local_kafka
 from devservices.process import RecordedProcess, process_start_time
 from devservices.settings import load
 from tests.e2e.cli import optout_sync
+from tests.integration.private_broker import free_port_pair
 
 pytestmark = [pytest.mark.kafka]
-
-
-def _free_port_pair() -> int:
-    """A port P with P+1 also free (the broker takes P, its controller P+1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        with socket.socket() as second:
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 @pytest.fixture
@@ -42,7 +28,7 @@ def private_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {
         **os.environ,
         "OPTOUT_STATE_DIR": str(tmp_path / "state"),
-        "OPTOUT_KAFKA_PORT": str(_free_port_pair()),
+        "OPTOUT_KAFKA_PORT": str(free_port_pair()),
         "COLUMNS": "160",
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)

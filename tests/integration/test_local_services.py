@@ -21,24 +21,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from devservices import database as local_postgres
 from devservices.process import process_start_time
 from devservices.settings import load
+from tests.integration.private_broker import free_port_pair
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port_pair() -> int:
-    """A port P with P+1 also free (the broker takes P, its controller P+1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port < 65535:
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 def _free_port() -> int:
@@ -55,7 +40,7 @@ def second_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     env = {
         **os.environ,
         "OPTOUT_STATE_DIR": str(state_dir),
-        "OPTOUT_KAFKA_PORT": str(_free_port_pair()),
+        "OPTOUT_KAFKA_PORT": str(free_port_pair()),
         "OPTOUT_POSTGRES_PORT": str(_free_port()),
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
