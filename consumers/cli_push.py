@@ -1,0 +1,64 @@
+"""`optout-sync push`: the long-running live pusher."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+import click
+import msgspec
+
+from adapters.salesforce import SalesforceFailure
+from consumers import bootstrap
+from consumers.pusher import Pusher
+
+log = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit after this long with nothing read or pushed (default: run until SIGTERM/SIGINT).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON on exit.")
+def push(idle_exit: float | None, as_json: bool) -> None:
+    """Push every opt-out in the event log to Salesforce, live, in batches of up to 200, with
+    what Salesforce did recorded in each person's history.
+
+    A removed unsubscribe is never pushed; a person with no Salesforce id waits ("pending link")
+    until one arrives. Stops at SIGTERM or Ctrl-C; a restart resumes from its stored position."""
+    config = bootstrap.settings()
+    try:
+        with bootstrap.reachable(config):
+            pusher = bootstrap.pusher(config)
+    except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
+        raise click.ClickException(f"Salesforce: {error}") from None
+    _stop_on_signals(pusher)
+    try:
+        stats = pusher.run(idle_exit_s=idle_exit)
+    except SalesforceFailure as error:  # refused for good: configuration, not weather
+        raise click.ClickException(f"Salesforce: {error}") from None
+    finally:
+        pusher.store.close()
+    if as_json:
+        click.echo(msgspec.json.encode(stats.__dict__).decode())
+    else:
+        click.echo(
+            f"accepted {stats.accepted} opt-outs, {stats.refused} refused, {stats.retried} to "
+            f"retry, {stats.waiting} waiting; {stats.calls} Salesforce API calls"
+        )
+
+
+def _stop_on_signals(pusher: Pusher) -> None:
+    """SIGTERM/SIGINT: finish the pass in hand (its outcomes are stored), then exit."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.warning("%s: stopping", signal.Signals(signum).name)
+        pusher.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

@@ -1,0 +1,214 @@
+"""The live push end to end: changes produced to Kafka, the ingest, the pusher, and the sandbox
+through the unmodified simple-salesforce client — on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.inbound import Actor, PersonRef
+from adapters.settings import Settings, load
+from consumers import bootstrap
+from consumers.pusher import PUSHER, Pusher, PushStats
+from domain.identity import person_key
+from projections.person_state import HistoryEntry, PersonState, state_of
+from sandbox import Sandbox, running_sandbox
+from tests.factories import good_change
+from tests.integration.ingest_harness import REPO, env_of, keyed, produce, reader
+from tests.integration.test_ingest import run_until_caught_up
+from tests.salesforce.conftest import flag, org_env
+
+pytestmark = [pytest.mark.kafka]
+PUSH_CALLS = "composite/sobjects"
+IDLE_S = 3.0  # the pusher exits once nothing was read or pushed for this long
+ADMIN = Actor(kind="user", id="admin-1", name="Ann Admin")
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with running_sandbox() as running:
+        yield running
+
+
+def with_org(config: Settings, sandbox: Sandbox) -> Settings:
+    return load({**env_of(config), **org_env(sandbox)})
+
+
+def push(config: Settings, sandbox: Sandbox) -> tuple[Pusher, PushStats]:
+    """The pusher, in-process, until idle."""
+    pusher = bootstrap.pusher(with_org(config, sandbox))
+    try:
+        return pusher, pusher.run(idle_exit_s=IDLE_S)
+    finally:
+        pusher.store.close()
+
+
+def ingest(config: Settings, *changes: object) -> None:
+    produce(config, keyed(changes))  # type: ignore[arg-type]
+    run_until_caught_up(config).store.close()
+
+
+def state(config: Settings, person_id: str) -> PersonState:
+    store = reader(config)
+    try:
+        found = state_of(store, person_key(person_id))
+    finally:
+        store.close()
+    assert found is not None, person_id
+    return found
+
+
+def outcomes(found: PersonState, change: str) -> list[HistoryEntry]:
+    return [entry for entry in found.history if entry.change == change]
+
+
+def contact(sandbox: Sandbox, name: str) -> str:
+    return sandbox.insert("Contact", LastName=name, Email=f"{name.lower()}@push.example")
+
+
+def test_an_unsubscribe_produced_to_kafka_is_checked_in_salesforce_with_proof(
+    config: Settings, sandbox: Sandbox, tmp_path: object
+) -> None:
+    record = contact(sandbox, "Ada")
+    ingest(config, good_change(person=PersonRef(person_id="p-ada", salesforce_id=record)))
+    assert not flag(sandbox, record)
+    calls = sandbox.api_calls(PUSH_CALLS)
+
+    done = subprocess.run(  # the verb, as an operator runs it
+        [sys.executable, "-m", "consumers", "push", "--idle-exit", str(IDLE_S), "--json"],
+        cwd=REPO,
+        env=env_of(config, **org_env(sandbox)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accepted"] == 1
+    assert flag(sandbox, record)
+    assert sandbox.api_calls(PUSH_CALLS) == calls + 1
+    [accepted] = outcomes(state(config, "p-ada"), "salesforce_accepted")
+    assert (accepted.record_id, accepted.written_id, accepted.field) == (
+        record,
+        record,
+        "HasOptedOutOfEmail",
+    )
+    assert state(config, "p-ada").opted_out  # an outcome never changes the answer
+
+
+def test_a_removed_unsubscribe_is_never_pushed(config: Settings, sandbox: Sandbox) -> None:
+    record = contact(sandbox, "Rem")
+    who = PersonRef(person_id="p-rem", salesforce_id=record)
+    unsubscribe = good_change(person=who)
+    removal = good_change(
+        type="unsubscribe_removed",
+        person=who,
+        actor=ADMIN,
+        channel="manual",
+        reason="asked to be put back",
+        occurred_at=unsubscribe.occurred_at.replace(hour=10),
+    )
+    ingest(config, unsubscribe, removal)
+    calls = sandbox.api_calls(PUSH_CALLS)
+    _, stats = push(config, sandbox)
+    assert stats.written == 0
+    assert sandbox.api_calls(PUSH_CALLS) == calls
+    assert not flag(sandbox, record)
+    assert not outcomes(state(config, "p-rem"), "salesforce_accepted")
+
+
+def test_a_pending_link_is_pushed_once_a_person_linked_arrives(
+    config: Settings, sandbox: Sandbox
+) -> None:
+    record = contact(sandbox, "Pend")
+    ingest(config, good_change(person=PersonRef(person_id="p-pend", email="pend@push.example")))
+    calls = sandbox.api_calls(PUSH_CALLS)
+    push(config, sandbox)
+    assert sandbox.api_calls(PUSH_CALLS) == calls
+    [waiting] = outcomes(state(config, "p-pend"), "push_waiting")
+    assert waiting.reason == "no_salesforce_id"
+    push(config, sandbox)  # the reason is recorded when it changes, not on every pass
+    assert len(outcomes(state(config, "p-pend"), "push_waiting")) == 1
+
+    linked = good_change(
+        type="person_linked",
+        person=PersonRef(person_id="p-pend", salesforce_id=record),
+        actor=ADMIN,
+        channel="manual",
+    )
+    ingest(config, linked)
+    push(config, sandbox)
+    assert flag(sandbox, record)
+    assert [e.record_id for e in outcomes(state(config, "p-pend"), "salesforce_accepted")] == [
+        record
+    ]
+
+
+def test_a_person_opted_out_through_a_carried_address_gets_their_own_record_pushed(
+    config: Settings, sandbox: Sandbox
+) -> None:
+    record = contact(sandbox, "Carrier")
+    linked = good_change(
+        type="person_linked",
+        person=PersonRef(person_id="p-car", email="car@push.example", salesforce_id=record),
+        actor=ADMIN,
+        channel="manual",
+    )
+    by_recipient = good_change(person=PersonRef(email="CAR@push.example"), source="marketing")
+    ingest(config, linked, by_recipient)
+    push(config, sandbox)
+    assert flag(sandbox, record)
+    found = state(config, "p-car")
+    assert found.opted_out and not found.own_opted_out
+    assert [e.record_id for e in outcomes(found, "salesforce_accepted")] == [record]
+
+
+def test_a_converted_lead_is_written_through_its_contact_and_both_are_named(
+    config: Settings, sandbox: Sandbox
+) -> None:
+    lead = sandbox.insert("Lead", LastName="Conv", Company="Acme", Email="conv@push.example")
+    converted_to = contact(sandbox, "Conv")
+    sandbox.convert_lead(lead, converted_to)
+    ingest(config, good_change(person=PersonRef(person_id="p-conv", salesforce_id=lead)))
+    push(config, sandbox)
+    assert flag(sandbox, converted_to)
+    [accepted] = outcomes(state(config, "p-conv"), "salesforce_accepted")
+    assert (accepted.record_id, accepted.written_id) == (lead, converted_to)
+    assert converted_to in (accepted.reason or "")
+
+
+def test_a_restarted_pusher_resumes_from_its_position_and_pushes_nothing_twice(
+    config: Settings, sandbox: Sandbox
+) -> None:
+    records = [contact(sandbox, f"Re{n}") for n in range(3)]
+    ingest(
+        config,
+        *(
+            good_change(person=PersonRef(person_id=f"p-re{n}", salesforce_id=record))
+            for n, record in enumerate(records)
+        ),
+    )
+    calls = sandbox.api_calls(PUSH_CALLS)
+    first, stats = push(config, sandbox)
+    assert (stats.accepted, sandbox.api_calls(PUSH_CALLS)) == (3, calls + 1)  # one batch
+    assert all(flag(sandbox, record) for record in records)
+
+    second, stats = push(config, sandbox)  # restarted: nothing new
+    assert (stats.written, sandbox.api_calls(PUSH_CALLS)) == (0, calls + 1)
+    assert second.position == first.position > 0
+
+    late = contact(sandbox, "Late")
+    ingest(config, good_change(person=PersonRef(person_id="p-late", salesforce_id=late)))
+    third, stats = push(config, sandbox)
+    assert (stats.written, sandbox.api_calls(PUSH_CALLS)) == (1, calls + 2)
+    assert flag(sandbox, late)
+    store = reader(config)
+    try:
+        assert store.position(PUSHER) == third.position > second.position
+    finally:
+        store.close()
+    for n in range(3):
+        assert len(outcomes(state(config, f"p-re{n}"), "salesforce_accepted")) == 1
