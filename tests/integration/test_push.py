@@ -212,3 +212,48 @@ def test_a_restarted_pusher_resumes_from_its_position_and_pushes_nothing_twice(
         store.close()
     for n in range(3):
         assert len(outcomes(state(config, f"p-re{n}"), "salesforce_accepted")) == 1
+
+
+def test_a_locked_row_and_an_unavailable_org_are_retried_with_each_attempt_in_the_history(
+    config: Settings, sandbox: Sandbox
+) -> None:
+    locked, fine, later = (contact(sandbox, name) for name in ("Lock", "Fine", "Down"))
+    sandbox.add_fault("unable_to_lock_row", record_ids=[locked], count=1)
+    sandbox.add_fault("server_unavailable", path=PUSH_CALLS, count=1)
+    ingest(
+        config,
+        *(
+            good_change(person=PersonRef(person_id=f"p-{name}", salesforce_id=record))
+            for name, record in (("lock", locked), ("fine", fine), ("down", later))
+        ),
+    )
+    _, stats = push(config, sandbox)
+    assert all(flag(sandbox, record) for record in (locked, fine, later))
+    assert stats.accepted == 3 and stats.retried >= 1
+    history = state(config, "p-lock").history
+    refusals = [e for e in history if e.change == "salesforce_refused"]
+    assert refusals and all("retried later" in (e.reason or "") for e in refusals)
+    assert history[-1].change == "salesforce_accepted"
+
+
+def test_a_spent_budget_stops_the_calls_and_says_so_once_in_the_history(
+    config: Settings, sandbox: Sandbox
+) -> None:
+    first, second = contact(sandbox, "Budget"), contact(sandbox, "Over")
+    ingest(config, good_change(person=PersonRef(person_id="p-budget", salesforce_id=first)))
+    ingest(config, good_change(person=PersonRef(person_id="p-over", salesforce_id=second)))
+    calls = sandbox.api_calls()
+    # Two describe calls find the field, one push call: then the budget is spent.
+    budget = load({**env_of(config), **org_env(sandbox, OPTOUT_SALESFORCE_DAILY_BUDGET="3")})
+    pusher = bootstrap.pusher(budget)
+    pusher.batch = 1  # one person a call, so the second meets the spent budget
+    try:
+        stats = pusher.run(idle_exit_s=IDLE_S)
+        pusher.run(idle_exit_s=1.0)  # still paused: no call, no second waiting record
+    finally:
+        pusher.store.close()
+    assert sandbox.api_calls() - calls == 3
+    assert (stats.accepted, flag(sandbox, first), flag(sandbox, second)) == (1, True, False)
+    [waiting] = outcomes(state(config, "p-over"), "push_waiting")
+    assert (waiting.reason or "").startswith("budget_spent")
+    assert pusher.paused_until > pusher.clock() + 3600  # until a call leaves the 24-hour window
