@@ -12,6 +12,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka.errors import KafkaError
 
 from adapters import event_store, kafka_clients, salesforce
+from adapters.process_lock import ProcessLock
 from adapters.settings import ConfigError, Settings, load
 from consumers.ingest import Ingest
 from consumers.pusher import Pusher
@@ -136,3 +137,8 @@ def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pus
     field = live_push_field(config.nightly_sync, config.opt_out_field)
     target = org.find_opt_out_field(field, config.marketo_field_name)
     return Pusher(open_store(config), org, target)
+
+
+def pusher_lock(config: Settings) -> ProcessLock:
+    """The lock that keeps one pusher active per store."""
+    return ProcessLock(config.database_url, "pusher")

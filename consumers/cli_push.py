@@ -1,9 +1,10 @@
-"""`optout-sync push`: the long-running live pusher."""
+"""`optout-sync push`: the long-running live pusher, one active per store."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import threading
 from types import FrameType
 
 import click
@@ -11,7 +12,7 @@ import msgspec
 
 from adapters.salesforce import SalesforceFailure
 from consumers import bootstrap
-from consumers.pusher import Pusher
+from consumers.pusher import LockLost
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,32 @@ def push(idle_exit: float | None, as_json: bool) -> None:
     what Salesforce did recorded in each person's history.
 
     A removed unsubscribe is never pushed; a person with no Salesforce id waits ("pending link")
-    until one arrives. Stops at SIGTERM or Ctrl-C; a restart resumes from its stored position."""
+    until one arrives. One pusher is active per store: a second one waits and takes over when the
+    first ends. Stops at SIGTERM or Ctrl-C; a restart resumes from its stored position."""
     config = bootstrap.settings()
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
+    lock = bootstrap.pusher_lock(config)
     try:
         with bootstrap.reachable(config):
-            pusher = bootstrap.pusher(config)
-    except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
-        raise click.ClickException(f"Salesforce: {error}") from None
-    _stop_on_signals(pusher)
-    try:
-        stats = pusher.run(idle_exit_s=idle_exit)
-    except SalesforceFailure as error:  # refused for good: configuration, not weather
-        raise click.ClickException(f"Salesforce: {error}") from None
+            if not lock.try_acquire():
+                log.warning("another pusher is active on this store: waiting to take over")
+                if not lock.acquire(stopping):
+                    return
+            log.info("this is the store's active pusher")
+            try:
+                pusher = bootstrap.pusher(config)
+            except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
+                raise click.ClickException(f"Salesforce: {error}") from None
+            pusher.stopping, pusher.holds_lock = stopping, lock.held
+            try:
+                stats = pusher.run(idle_exit_s=idle_exit)
+            except (SalesforceFailure, LockLost) as error:  # not weather: stop and say why
+                raise click.ClickException(str(error)) from None
+            finally:
+                pusher.store.close()
     finally:
-        pusher.store.close()
+        lock.release()
     if as_json:
         click.echo(msgspec.json.encode(stats.__dict__).decode())
     else:
@@ -53,12 +66,12 @@ def push(idle_exit: float | None, as_json: bool) -> None:
         )
 
 
-def _stop_on_signals(pusher: Pusher) -> None:
+def _stop_on_signals(stopping: threading.Event) -> None:
     """SIGTERM/SIGINT: finish the pass in hand (its outcomes are stored), then exit."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.warning("%s: stopping", signal.Signals(signum).name)
-        pusher.stopping.set()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -54,6 +54,10 @@ _FOLLOWED = [get_topic(kind) for kind in (*_CHANGES, *_RETRIES)] + [
 _PAUSES = {WaitingReason.BUDGET_SPENT, WaitingReason.API_LIMIT}
 
 
+class LockLost(RuntimeError):
+    """Another pusher may be active now: this one stops before pushing anything more."""
+
+
 @dataclass
 class PushStats:
     read: int = 0  # notifications read
@@ -85,6 +89,8 @@ class Pusher:
     clock: Callable[[], float] = time.monotonic
     stopping: threading.Event = field(default_factory=threading.Event)
     stats: PushStats = field(default_factory=PushStats)
+    # Whether this is still the one active pusher of its store (see adapters.process_lock).
+    holds_lock: Callable[[], bool] = lambda: True
 
     def __post_init__(self) -> None:
         self.position = self.store.position(PUSHER) or 0
@@ -97,6 +103,8 @@ class Pusher:
         """Pushes until stopped, or until nothing was read or pushed for `idle_exit_s`."""
         last_activity = self.clock()
         while not self.stopping.is_set():
+            if not self.holds_lock():
+                raise LockLost("the pusher's lock on the store was lost: stopping")
             if self.step():
                 last_activity = self.clock()
                 continue

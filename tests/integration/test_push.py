@@ -4,9 +4,11 @@ through the unmodified simple-salesforce client — on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,15 @@ from domain.identity import person_key
 from projections.person_state import HistoryEntry, PersonState, state_of
 from sandbox import Sandbox, running_sandbox
 from tests.factories import good_change
-from tests.integration.ingest_harness import REPO, env_of, keyed, produce, reader
+from tests.integration.ingest_harness import (
+    REPO,
+    _die_with_the_test_process,
+    env_of,
+    keyed,
+    produce,
+    reader,
+    wait_for,
+)
 from tests.integration.test_ingest import run_until_caught_up
 from tests.salesforce.conftest import flag, org_env
 
@@ -71,7 +81,7 @@ def contact(sandbox: Sandbox, name: str) -> str:
 
 
 def test_an_unsubscribe_produced_to_kafka_is_checked_in_salesforce_with_proof(
-    config: Settings, sandbox: Sandbox, tmp_path: object
+    config: Settings, sandbox: Sandbox
 ) -> None:
     record = contact(sandbox, "Ada")
     ingest(config, good_change(person=PersonRef(person_id="p-ada", salesforce_id=record)))
@@ -257,3 +267,58 @@ def test_a_spent_budget_stops_the_calls_and_says_so_once_in_the_history(
     [waiting] = outcomes(state(config, "p-over"), "push_waiting")
     assert (waiting.reason or "").startswith("budget_spent")
     assert pusher.paused_until > pusher.clock() + 3600  # until a call leaves the 24-hour window
+
+
+def start_pusher(config: Settings, sandbox: Sandbox, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumers", "-v", "push"],
+            cwd=REPO,
+            env=env_of(config, **org_env(sandbox)),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_the_test_process,
+        )
+
+
+def test_one_pusher_is_active_per_store_and_a_second_takes_over_when_it_dies(
+    config: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    logs = [tmp_path / "pusher-1.log", tmp_path / "pusher-2.log"]
+
+    def said(n: int, text: str) -> Callable[[], bool]:
+        return lambda: text in logs[n].read_text(errors="replace")
+
+    def tails() -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+
+    calls = sandbox.api_calls(PUSH_CALLS)
+    first = start_pusher(config, sandbox, logs[0])
+    processes = [first]
+    try:
+        wait_for(said(0, "this is the store's active pusher"), 120, "the first pusher", tails)
+        second = start_pusher(config, sandbox, logs[1])
+        processes.append(second)
+        wait_for(said(1, "waiting to take over"), 120, "the second pusher to wait", tails)
+
+        before = contact(sandbox, "First")
+        ingest(config, good_change(person=PersonRef(person_id="p-first", salesforce_id=before)))
+        wait_for(lambda: flag(sandbox, before), 120, "the first pusher's push", tails)
+        assert "this is the store's active pusher" not in logs[1].read_text()
+
+        first.kill()  # SIGKILL: no goodbye; the lock dies with it
+        first.wait(timeout=60)
+        wait_for(said(1, "this is the store's active pusher"), 120, "the take-over", tails)
+        after = contact(sandbox, "Second")
+        ingest(config, good_change(person=PersonRef(person_id="p-second", salesforce_id=after)))
+        wait_for(lambda: flag(sandbox, after), 120, "the second pusher's push", tails)
+        assert sandbox.api_calls(PUSH_CALLS) == calls + 2, "nothing pushed twice"
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0, tails()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=60)
+    assert len(outcomes(state(config, "p-first"), "salesforce_accepted")) == 1
