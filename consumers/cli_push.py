@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from adapters.salesforce import SalesforceFailure
+from adapters.settings import ConfigError
 from consumers import bootstrap
 from consumers.pusher import LockLost
 
@@ -48,6 +49,8 @@ def push(idle_exit: float | None, as_json: bool) -> None:
                 pusher = bootstrap.pusher(config)
             except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
                 raise click.ClickException(f"Salesforce: {error}") from None
+            except ConfigError as error:  # no org configured
+                raise click.ClickException(f"configuration: {error}") from None
             pusher.stopping, pusher.holds_lock = stopping, lock.held
             try:
                 stats = pusher.run(idle_exit_s=idle_exit)

@@ -122,3 +122,10 @@ def test_a_bad_setting_stops_start_up_and_names_the_setting(
     assert result.returncode != 0
     assert name in result.stderr and "Traceback" not in result.stderr
     assert "secret" not in result.stderr
+
+
+def test_the_pusher_without_an_org_stops_naming_the_setting(env: dict[str, str]) -> None:
+    assert optout_sync("push", "--help", env=env).returncode == 0
+    no_org = {k: v for k, v in env.items() if not k.startswith("SALESFORCE_")}
+    result = optout_sync("push", "--idle-exit", "1", env=no_org)
+    assert result.returncode == 1 and "SALESFORCE_USERNAME" in result.stderr, result.stderr
