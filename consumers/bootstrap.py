@@ -132,10 +132,14 @@ def ingest(config: Settings, *, accept_gaps: bool | Collection[str] = ()) -> Ing
 
 def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pusher:
     """The live pusher, wired: its store, the org (logged in now), the field it writes (found
-    now: a missing field raises FieldMissing before anything is pushed)."""
+    now; when it is missing the pusher writes nothing and says why in each owed person's
+    history: `pusher.field_missing`)."""
     org = org or salesforce.connect(config)
     field = live_push_field(config.nightly_sync, config.opt_out_field)
-    target = org.find_opt_out_field(field, config.marketo_field_name)
+    try:
+        target = org.find_opt_out_field(field, config.marketo_field_name)
+    except salesforce.FieldMissing as missing:
+        return Pusher(open_store(config), org, None, field_missing=str(missing))
     return Pusher(open_store(config), org, target)
 
 

@@ -16,6 +16,7 @@ from consumers import bootstrap
 from consumers.pusher import LockLost
 
 log = logging.getLogger(__name__)
+FIELD_MISSING_PASS_S = 2.0  # with the field missing: the pass that records the waits, then exit
 
 
 @click.command()
@@ -52,6 +53,8 @@ def push(idle_exit: float | None, as_json: bool) -> None:
             except ConfigError as error:  # no org configured
                 raise click.ClickException(f"configuration: {error}") from None
             pusher.stopping, pusher.holds_lock = stopping, lock.held
+            if pusher.field_missing is not None:
+                idle_exit = FIELD_MISSING_PASS_S  # record why each person waits, then stop
             try:
                 stats = pusher.run(idle_exit_s=idle_exit)
             except (SalesforceFailure, LockLost) as error:  # not weather: stop and say why
@@ -60,6 +63,11 @@ def push(idle_exit: float | None, as_json: bool) -> None:
                 pusher.store.close()
     finally:
         lock.release()
+    if pusher.field_missing is not None:
+        raise click.ClickException(
+            f"Salesforce: the opt-out field is missing: {pusher.field_missing} "
+            f"({stats.waiting} opt-outs wait for it, each said in its person's history)"
+        )
     if as_json:
         click.echo(msgspec.json.encode(stats.__dict__).decode())
     else:

@@ -51,7 +51,8 @@ _RETRIES = (Person.OptOutRefused, Person.PushWaiting)
 _FOLLOWED = [get_topic(kind) for kind in (*_CHANGES, *_RETRIES)] + [
     former for former, kind in FORMER_TOPICS.items() if kind in _CHANGES
 ]
-_PAUSES = {WaitingReason.BUDGET_SPENT, WaitingReason.API_LIMIT}
+# Waits read back from the log (after a restart): the person is owed a push again.
+_READ_BACK = {WaitingReason.BUDGET_SPENT, WaitingReason.API_LIMIT, WaitingReason.FIELD_MISSING}
 
 
 class LockLost(RuntimeError):
@@ -83,7 +84,7 @@ class Pusher:
 
     store: ChangeRecorder
     org: SalesforceOrg
-    target: OptOutTarget
+    target: OptOutTarget | None  # None: the field is missing from the org (`field_missing` says)
     batch: int = BATCH
     poll_s: float = POLL_S
     clock: Callable[[], float] = time.monotonic
@@ -91,6 +92,7 @@ class Pusher:
     stats: PushStats = field(default_factory=PushStats)
     # Whether this is still the one active pusher of its store (see adapters.process_lock).
     holds_lock: Callable[[], bool] = lambda: True
+    field_missing: str | None = None  # why no field can be written: every push waits, said once
 
     def __post_init__(self) -> None:
         self.position = self.store.position(PUSHER) or 0
@@ -141,7 +143,7 @@ class Pusher:
         """The persons and addresses whose push a stored event may change."""
         if isinstance(event, Person.OptOutRefused) and not event.will_retry:
             return set()
-        if isinstance(event, Person.PushWaiting) and event.reason not in _PAUSES:
+        if isinstance(event, Person.PushWaiting) and event.reason not in _READ_BACK:
             return set()
         assert isinstance(event, Person.Event)
         person: Person = self.store.repository.get(event.originator_id)
@@ -185,15 +187,28 @@ class Pusher:
             if wanted is not None and wanted.waiting is not None:
                 self.stats.waiting += 1
                 outcomes.append(Waiting(key, wanted.waiting))
-        if owed:
+        if owed and self.target is None:
+            outcomes.extend(self._field_missing(owed))
+        elif owed:
             outcomes.extend(self._push(owed))
         self._save(outcomes)
         return True
 
+    def _field_missing(self, owed: Sequence[Owed]) -> list[Outcome]:
+        """Nothing is written, to this field or another; the persons stay owed (a restart with
+        the field in place pushes them)."""
+        for person in owed:
+            self.due[person.key].at = float("inf")
+        self.stats.waiting += len(owed)
+        reason = WaitingReason.FIELD_MISSING
+        return [Waiting(person.key, reason, self.field_missing) for person in owed]
+
     def _push(self, owed: Sequence[Owed]) -> list[Outcome]:
         """Calls Salesforce (no transaction open) and turns its answers into outcomes."""
+        assert self.target is not None
+        target = self.target
         writes = [
-            OptOutWrite(record_id=str(o.record_id), object_type=o.object_type, target=self.target)
+            OptOutWrite(record_id=str(o.record_id), object_type=o.object_type, target=target)
             for o in owed
         ]
         self.stats.written += len(writes)

@@ -322,3 +322,30 @@ def test_one_pusher_is_active_per_store_and_a_second_takes_over_when_it_dies(
                 process.kill()
                 process.wait(timeout=60)
     assert len(outcomes(state(config, "p-first"), "salesforce_accepted")) == 1
+
+
+def test_a_field_missing_from_the_org_is_said_at_start_up_and_in_the_history_never_written_elsewhere(
+    config: Settings,
+) -> None:
+    with running_sandbox(marketo_field=None) as org_without_marketo:
+        record = contact(org_without_marketo, "Mkto")
+        ingest(config, good_change(person=PersonRef(person_id="p-mkto", salesforce_id=record)))
+        marketo = {"OPTOUT_OPT_OUT_FIELD": "marketo_sales_opt_out", "OPTOUT_NIGHTLY_SYNC": "on"}
+        env = env_of(config, **org_env(org_without_marketo, **marketo))
+        for _ in range(2):
+            done = subprocess.run(
+                [sys.executable, "-m", "consumers", "push"],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert done.returncode == 1 and "Marketo Sales Opt Out" in done.stderr, done.stderr
+        assert org_without_marketo.api_calls(PUSH_CALLS) == 0
+        assert not flag(org_without_marketo, record)  # not the standard checkbox either
+        [waiting] = outcomes(state(config, "p-mkto"), "push_waiting")  # said once
+        assert (waiting.reason or "").startswith("field_missing")
+
+        _, stats = push(config, org_without_marketo)  # the standard field: the wait is over
+        assert stats.accepted == 1 and flag(org_without_marketo, record)
