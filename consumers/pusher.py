@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
@@ -43,6 +44,8 @@ PUSHER = "pusher"  # the pusher's position in the store's tracking table
 BATCH = 200  # records per sObject Collections call
 POLL_S = 0.2  # the linger: what arrives meanwhile goes into the same call
 PAGE = 1000  # notifications read at a time
+READ_AHEAD = 2000  # persons ready to push before reading further: memory stays bounded
+KEYS_KEPT = 100_000  # aggregate ids whose person key is remembered
 BACKOFF_S = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)  # per person, by attempt; with jitter
 LIMIT_PROBE_S = 900.0  # REQUEST_LIMIT_EXCEEDED: look again a few times an hour, no more
 
@@ -100,6 +103,7 @@ class Pusher:
         self.due: dict[str, _Due] = {}
         self.paused_until = 0.0
         self.stats.position = self.position
+        self._keys: dict[UUID, str] = {}  # a person's key never changes
 
     def run(self, *, idle_exit_s: float | None = None) -> PushStats:
         """Pushes until stopped, or until nothing was read or pushed for `idle_exit_s`."""
@@ -117,7 +121,9 @@ class Pusher:
 
     def step(self) -> bool:
         """One pass: read what is new, push what is due; True if anything happened."""
-        read = self._read()
+        now = self.clock()
+        ready = sum(1 for due in self.due.values() if due.at <= now)
+        read = ready < READ_AHEAD and self._read()
         pushed = self._push_due()
         if not pushed and self._settled() > self.position:
             self._save([])
@@ -146,13 +152,21 @@ class Pusher:
         if isinstance(event, Person.PushWaiting) and event.reason not in _READ_BACK:
             return set()
         assert isinstance(event, Person.Event)
-        person: Person = self.store.repository.get(event.originator_id)
-        keys = {person.key}
+        keys = {self._key_of(event.originator_id)}
         mailbox = getattr(event, "mailbox", None)
         if isinstance(event, Person.Changed) and mailbox:
             keys.add(mailbox)  # one mailbox, one answer: its carriers' answers may change
             keys.update(self.store.carriers(mailbox))
         return keys
+
+    def _key_of(self, person_id: UUID) -> str:
+        key = self._keys.get(person_id)
+        if key is None:
+            person: Person = self.store.repository.get(person_id)
+            if len(self._keys) >= KEYS_KEPT:
+                self._keys.clear()
+            key = self._keys[person_id] = person.key
+        return key
 
     def _schedule(self, key: str, since: int, at: float, attempts: int = 0) -> None:
         due = self.due.get(key)
