@@ -22,6 +22,7 @@ from sandbox import Sandbox, running_sandbox
 from tests.factories import good_change
 from tests.integration.ingest_harness import (
     REPO,
+    Workers,
     _die_with_the_test_process,
     env_of,
     keyed,
@@ -349,3 +350,41 @@ def test_a_field_missing_from_the_org_is_said_at_start_up_and_in_the_history_nev
 
         _, stats = push(config, org_without_marketo)  # the standard field: the wait is over
         assert stats.accepted == 1 and flag(org_without_marketo, record)
+
+
+def test_the_pusher_and_the_ingest_writing_the_same_persons_lose_nothing(
+    config: Settings, sandbox: Sandbox, tmp_path: Path, ingest_workers: Workers
+) -> None:
+    records = [contact(sandbox, f"Busy{n}") for n in range(20)]
+    pusher = start_pusher(config, sandbox, tmp_path / "pusher.log")
+    try:
+        ingest_workers.start(config)
+        produced = 0
+        for round_ in range(5):  # repeat unsubscribes land while their persons are being pushed
+            changes = [
+                good_change(
+                    person=PersonRef(person_id=f"p-busy{n}", salesforce_id=record),
+                    occurred_at=good_change().occurred_at.replace(minute=round_),
+                )
+                for n, record in enumerate(records)
+            ]
+            produced += produce(config, keyed(changes))
+
+        def stored() -> int:
+            store = reader(config)
+            try:
+                return sum(1 for _ in store.all_changes())
+            finally:
+                store.close()
+
+        log = tmp_path / "pusher.log"
+        wait_for(lambda: stored() == produced, 240, "every change stored", log.read_text)
+        wait_for(lambda: all(flag(sandbox, r) for r in records), 240, "every push", log.read_text)
+        assert pusher.poll() is None, log.read_text()
+    finally:
+        pusher.send_signal(signal.SIGTERM)
+        pusher.wait(timeout=60)
+    for n in range(20):
+        found = state(config, f"p-busy{n}")
+        assert len(outcomes(found, "unsubscribed")) == 5
+        assert len(outcomes(found, "salesforce_accepted")) == 1
