@@ -162,11 +162,19 @@ def _show_salesforce(config: Settings, console: Console) -> None:
         check = org.check_org()
         ada_id = to_18(str(ADA.salesforce_id))
         check_calls = org.calls_made
-        pusher = bootstrap.pusher(org_config, org)
+        lock = bootstrap.pusher_lock(config)
+        if not lock.try_acquire():
+            raise click.ClickException(
+                "another `optout-sync push` is active on this store: stop it, or let it push"
+            )
         try:
-            pushed = pusher.run(idle_exit_s=PUSH_IDLE_S)
+            pusher = bootstrap.pusher(org_config, org)
+            try:
+                pushed = pusher.run(idle_exit_s=PUSH_IDLE_S)
+            finally:
+                pusher.store.close()
         finally:
-            pusher.store.close()
+            lock.release()
         push_calls = org.calls_made - check_calls  # finding the field, and the pushes
         flags = org.opt_out_flags([ada_id])
     console.print(f"[bold]Salesforce[/]: {where}")
