@@ -11,10 +11,13 @@ import click
 from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka.errors import KafkaError
 
-from adapters import event_store, kafka_clients
+from adapters import event_store, kafka_clients, salesforce
+from adapters.process_lock import ProcessLock
 from adapters.settings import ConfigError, Settings, load
 from consumers.ingest import Ingest
+from consumers.pusher import Pusher
 from domain.application import ChangeRecorder
+from domain.opt_out_field import live_push_field
 
 if TYPE_CHECKING:
     from devservices import ServiceStatus
@@ -125,3 +128,21 @@ def ingest(config: Settings, *, accept_gaps: bool | Collection[str] = ()) -> Ing
         keys=event_store.address_keys(config),
         accept_gaps=accept_gaps,
     )
+
+
+def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pusher:
+    """The live pusher, wired: its store, the org (logged in now), the field it writes (found
+    now; when it is missing the pusher writes nothing and says why in each owed person's
+    history: `pusher.field_missing`)."""
+    org = org or salesforce.connect(config)
+    field = live_push_field(config.nightly_sync, config.opt_out_field)
+    try:
+        target = org.find_opt_out_field(field, config.marketo_field_name)
+    except salesforce.FieldMissing as missing:
+        return Pusher(open_store(config), org, None, field_missing=str(missing))
+    return Pusher(open_store(config), org, target)
+
+
+def pusher_lock(config: Settings) -> ProcessLock:
+    """The lock that keeps one pusher active per store."""
+    return ProcessLock(config.database_url, "pusher")

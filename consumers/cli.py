@@ -17,6 +17,7 @@ VERBS: dict[str, str] = {
     "sandbox": "consumers.cli_sandbox:sandbox",
     "init": "consumers.cli_init:init",
     "ingest": "consumers.cli_ingest:ingest",
+    "push": "consumers.cli_push:push",
     "person": "consumers.cli_person:person",
     "forget": "consumers.cli_forget:forget",
     "dlq": "consumers.cli_dlq:dlq",

@@ -115,6 +115,11 @@ def print_state(state: PersonState, console: Console | None = None) -> None:
         )
     if state.history:
         console.print(table)
+    for entry in state.history:
+        if entry.change == "salesforce_accepted":
+            console.print(f"  Salesforce accepted at {utc(entry.occurred_at)}: {entry.reason}")
+        elif entry.change in ("salesforce_refused", "push_waiting") and entry is state.history[-1]:
+            console.print(f"  Salesforce push: {entry.change}: {entry.reason}")
 
 
 def _address_title(state: PersonState) -> str:

@@ -173,6 +173,16 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         self._record(processing_event)
         return gap
 
+    def save_with_position(self, persons: Iterable[Person], position: Tracking | None) -> None:
+        """Stores the persons' new events (outcomes, not changes) and a position, in one
+        transaction; IntegrityError when a person changed meanwhile (nothing is written)."""
+        processing_event = ProcessingEvent[UUID](position)
+        for person in persons:
+            processing_event.events.extend(person.collect_events())
+            processing_event.aggregates[person.id] = person
+        self._record(processing_event)
+        self._take_snapshots(processing_event)
+
     def gaps(self) -> Iterator[InputGap.Accepted]:
         """Every accepted gap, in the order they were recorded."""
         for notification in self._all_notifications(topics=[get_topic(InputGap.Accepted)]):

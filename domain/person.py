@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -103,6 +104,8 @@ class Person(Aggregate):
         def apply(self, person: Person) -> None:
             person.own = person.own.removed(self.mark)
             person.carry(self.mailbox)
+            # A later unsubscribe is pushed afresh: someone may have unchecked the box meanwhile.
+            person.accepted_record = person.refused_record = None
 
     class PersonLinked(Changed):
         """A Salesforce id became known or changed (the wire's `person_linked`)."""
@@ -113,6 +116,49 @@ class Person(Aggregate):
         def apply(self, person: Person) -> None:
             person.carry(self.mailbox)
             person.follow_link(self.salesforce_id, self.mark)
+
+    # What Salesforce did with a push: outcomes, never changes (the rule's fold ignores them).
+
+    class OptOutAccepted(Aggregate.Event):
+        """Salesforce set the opt-out checkbox: the proof compliance asks for."""
+
+        record_id: str  # the person's record (a converted Lead stays named here)
+        object_type: str
+        field: str
+        written_id: str  # the record written: record_id, or the converted lead's contact
+        converted_contact_id: str | None
+        accepted_at: datetime  # when Salesforce's answer arrived
+
+        def apply(self, person: Person) -> None:
+            person.accepted_record, person.waiting = self.record_id, None
+
+    class OptOutRefused(Aggregate.Event):
+        """Salesforce did not set the checkbox: its code and message, and whether it is retried."""
+
+        record_id: str
+        object_type: str
+        code: str
+        message: str
+        will_retry: bool
+
+        def apply(self, person: Person) -> None:
+            person.waiting = None
+            if not self.will_retry:
+                person.refused_record = self.record_id
+
+    class PushWaiting(Aggregate.Event):
+        """Why a push is not made yet (recorded when the reason changes, not on every pass)."""
+
+        reason: str  # a WaitingReason
+        detail: str | None
+
+        def apply(self, person: Person) -> None:
+            person.waiting = self.reason
+
+    # Outcome state; class defaults so that snapshots taken before outcomes existed still load.
+    accepted_record: str | None = None  # the record whose checkbox Salesforce accepted
+    refused_record: str | None = None  # the record Salesforce refused for good
+    waiting: str | None = None  # the current WaitingReason, if any
 
     @staticmethod
     def create_id(key: str) -> UUID:
@@ -181,6 +227,54 @@ class Person(Aggregate):
             salesforce_id=salesforce_id,
             previous_salesforce_id=self.salesforce_id,
         )
+
+    def push_accepted(
+        self,
+        *,
+        record_id: str,
+        object_type: str,
+        field: str,
+        written_id: str,
+        converted_contact_id: str | None,
+        accepted_at: datetime,
+    ) -> None:
+        self.trigger_event(
+            self.OptOutAccepted,
+            record_id=record_id,
+            object_type=object_type,
+            field=field,
+            written_id=written_id,
+            converted_contact_id=converted_contact_id,
+            accepted_at=accepted_at,
+        )
+
+    def push_refused(
+        self, *, record_id: str, object_type: str, code: str, message: str, will_retry: bool
+    ) -> None:
+        self.trigger_event(
+            self.OptOutRefused,
+            record_id=record_id,
+            object_type=object_type,
+            code=code,
+            message=message,
+            will_retry=will_retry,
+        )
+
+    def push_waiting(self, reason: WaitingReason, detail: str | None = None) -> bool:
+        """Records the waiting reason only when it changes; True if recorded."""
+        if self.waiting == reason:
+            return False
+        self.trigger_event(self.PushWaiting, reason=str(reason), detail=detail)
+        return True
+
+
+class WaitingReason(StrEnum):
+    """Why an opt-out is not pushed yet (PRODUCT.md §1.5: a status, never a silent skip)."""
+
+    NO_SALESFORCE_ID = "no_salesforce_id"  # pending link: pushed once an id arrives
+    FIELD_MISSING = "field_missing"  # the opt-out field is not in the org
+    BUDGET_SPENT = "budget_spent"  # this process's daily API budget
+    API_LIMIT = "api_limit_reached"  # the org's whole allowance (REQUEST_LIMIT_EXCEEDED)
 
 
 # Stored events name their class by topic: the names events had before they were renamed.

@@ -25,7 +25,9 @@ class MarkView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
-    change: str  # unsubscribed | unsubscribe_removed | person_linked
+    # a change: unsubscribed | unsubscribe_removed | person_linked; what Salesforce did with a
+    # push: salesforce_accepted | salesforce_refused | push_waiting
+    change: str
     source: str
     actor: str
     channel: str
@@ -34,6 +36,10 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str
     reason: str | None = None
     address: str | None = None  # the key of the address the change named
+    # Outcomes of the live push: the record asked for, the record and field written.
+    record_id: str | None = None
+    written_id: str | None = None
+    field: str | None = None
 
 
 class AddressView(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,21 +115,7 @@ def _state(
     addresses: list[AddressView],
     carried_by: list[str],
 ) -> PersonState:
-    history = [
-        HistoryEntry(
-            change=_CHANGE_NAMES[type(event)],
-            source=event.source,
-            actor=_actor(event),
-            channel=event.channel,
-            occurred_at=event.occurred_at,
-            recorded_at=event.timestamp,
-            event_id=str(event.event_id),
-            reason=event.reason,
-            address=event.mailbox,
-        )
-        for event in events
-        if isinstance(event, Person.Changed)
-    ]
+    history = [entry for entry in map(_entry, events) if entry is not None]
     return PersonState(
         person_key=key,
         kind="address" if is_address(key) else "person",
@@ -139,6 +131,61 @@ def _state(
         version=person.version if person is not None else 0,
         history=history,
     )
+
+
+def _entry(event: object) -> HistoryEntry | None:
+    if isinstance(event, Person.Changed):
+        return HistoryEntry(
+            change=_CHANGE_NAMES[type(event)],
+            source=event.source,
+            actor=_actor(event),
+            channel=event.channel,
+            occurred_at=event.occurred_at,
+            recorded_at=event.timestamp,
+            event_id=str(event.event_id),
+            reason=event.reason,
+            address=event.mailbox,
+        )
+    pushed = {"source": "salesforce", "actor": "system:pusher", "channel": "api"}
+    if isinstance(event, Person.OptOutAccepted):
+        through = (
+            f" (a converted Lead: written to Contact {event.converted_contact_id})"
+            if event.converted_contact_id
+            else ""
+        )
+        return HistoryEntry(
+            change="salesforce_accepted",
+            **pushed,
+            occurred_at=event.accepted_at,
+            recorded_at=event.timestamp,
+            event_id=f"{event.originator_id}/{event.originator_version}",
+            reason=f"{event.object_type} {event.record_id}: {event.field} = true{through}",
+            record_id=event.record_id,
+            written_id=event.written_id,
+            field=event.field,
+        )
+    if isinstance(event, Person.OptOutRefused):
+        retry = "retried later" if event.will_retry else "not retried"
+        return HistoryEntry(
+            change="salesforce_refused",
+            **pushed,
+            occurred_at=event.timestamp,
+            recorded_at=event.timestamp,
+            event_id=f"{event.originator_id}/{event.originator_version}",
+            reason=f"{event.code}: {event.message} ({retry})",
+            record_id=event.record_id,
+        )
+    if isinstance(event, Person.PushWaiting):
+        detail = f": {event.detail}" if event.detail else ""
+        return HistoryEntry(
+            change="push_waiting",
+            **pushed,
+            occurred_at=event.timestamp,
+            recorded_at=event.timestamp,
+            event_id=f"{event.originator_id}/{event.originator_version}",
+            reason=f"{event.reason}{detail}",
+        )
+    return None
 
 
 def _mark(mark: Mark | None) -> MarkView | None:

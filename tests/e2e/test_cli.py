@@ -45,13 +45,24 @@ def test_the_main_job_runs_twice_and_ends_with_the_persons_state(env: dict[str, 
         assert "Salesforce: local sandbox at https://127.0.0.1:" in result.stdout
         assert "Contact.HasOptedOutOfEmail: present" in result.stdout
         assert "Lead.HasOptedOutOfEmail: present" in result.stdout
+        # The live push set the checkbox (in run 1; the org keeps it) and the history says so.
+        assert "Contact 0035g00000AbCdEAAV: HasOptedOutOfEmail = True" in result.stdout
+        assert "Salesforce accepted at " in result.stdout
+        assert f"live push: {2 - run} accepted" in result.stdout, "pushed once, not again"
 
     state = json.loads(optout_sync("person", "demo-ada", "--json", env=env).stdout)
     assert state["opted_out"] is True
     assert state["latest_unsubscribe"]["source"] == "marketing"  # the repeat, made later
     assert state["salesforce_id"] == "0035g00000AbCdEAAV"
-    # Two runs, each: a sales unsubscribe (its duplicate ignored) and a marketing repeat.
-    assert [entry["source"] for entry in state["history"]] == ["sales", "marketing"] * 2
+    # Two runs, each: a sales unsubscribe (its duplicate ignored) and a marketing repeat; and
+    # Salesforce's acceptance of the first run's push, the proof, naming the record and field.
+    changes = [e["source"] for e in state["history"] if e["change"] == "unsubscribed"]
+    assert changes == ["sales", "marketing"] * 2
+    [accepted] = [e for e in state["history"] if e["change"] == "salesforce_accepted"]
+    assert (accepted["record_id"], accepted["field"]) == (
+        "0035g00000AbCdEAAV",
+        "HasOptedOutOfEmail",
+    )
 
     by_email = json.loads(optout_sync("person", "Grace@Example.com", "--json", env=env).stdout)
     assert by_email["address"]["pending_link"] is True and by_email["persons"] == []
@@ -98,3 +109,10 @@ def test_a_bad_setting_stops_start_up_and_names_the_setting(
     assert result.returncode != 0
     assert name in result.stderr and "Traceback" not in result.stderr
     assert "secret" not in result.stderr
+
+
+def test_the_pusher_without_an_org_stops_naming_the_setting(env: dict[str, str]) -> None:
+    assert optout_sync("push", "--help", env=env).returncode == 0
+    no_org = {k: v for k, v in env.items() if not k.startswith("SALESFORCE_")}
+    result = optout_sync("push", "--idle-exit", "1", env=no_org)
+    assert result.returncode == 1 and "SALESFORCE_USERNAME" in result.stderr, result.stderr

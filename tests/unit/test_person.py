@@ -164,3 +164,55 @@ def test_register_makes_the_same_person_as_the_constructor() -> None:
     assert vars(registered).keys() == vars(constructed).keys()
     [event] = registered.collect_events()
     assert isinstance(event, Person.Registered) and event.key == "person:p1"
+
+
+def _accepted(person: Person, record: str = "003000000000001AAA") -> None:
+    person.push_accepted(
+        record_id=record,
+        object_type="Contact",
+        field="HasOptedOutOfEmail",
+        written_id=record,
+        converted_contact_id=None,
+        accepted_at=T0,
+    )
+
+
+def test_what_salesforce_did_never_changes_the_answer() -> None:
+    person = Person("person:p1")
+    person.unsubscribe(provenance(), salesforce_id="0035g00000AbCdEAAV")
+    before = (person.own, person.opted_out, person.salesforce_id)
+    person.push_refused(
+        record_id="0035g00000AbCdEAAV",
+        object_type="Contact",
+        code="UNABLE_TO_LOCK_ROW",
+        message="locked",
+        will_retry=True,
+    )
+    _accepted(person, "0035g00000AbCdEAAV")
+    assert (person.own, person.opted_out, person.salesforce_id) == before
+    assert person.accepted_record == "0035g00000AbCdEAAV"
+    subscribed = Person("person:p2")
+    _accepted(subscribed)
+    assert not subscribed.opted_out  # an outcome is not an unsubscribe
+
+
+def test_a_waiting_reason_is_recorded_only_when_it_changes() -> None:
+    from domain.person import WaitingReason
+
+    person = Person("person:p1")
+    person.unsubscribe(provenance())
+    assert person.push_waiting(WaitingReason.NO_SALESFORCE_ID)
+    assert not person.push_waiting(WaitingReason.NO_SALESFORCE_ID)
+    assert person.push_waiting(WaitingReason.BUDGET_SPENT)
+    _accepted(person)
+    assert person.waiting is None
+    waits = [e for e in person.collect_events() if isinstance(e, Person.PushWaiting)]
+    assert [e.reason for e in waits] == ["no_salesforce_id", "budget_spent"]
+
+
+def test_a_removal_makes_a_later_unsubscribe_owed_again() -> None:
+    person = Person("person:p1")
+    person.unsubscribe(provenance())
+    _accepted(person)
+    person.remove_unsubscribe(removal(T0 + timedelta(hours=1)))
+    assert person.accepted_record is None and not person.opted_out

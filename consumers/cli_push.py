@@ -1,0 +1,88 @@
+"""`optout-sync push`: the long-running live pusher, one active per store."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import click
+import msgspec
+
+from adapters.salesforce import SalesforceFailure
+from adapters.settings import ConfigError
+from consumers import bootstrap
+from consumers.pusher import LockLost
+
+log = logging.getLogger(__name__)
+FIELD_MISSING_PASS_S = 2.0  # with the field missing: the pass that records the waits, then exit
+
+
+@click.command()
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit after this long with nothing read or pushed (default: run until SIGTERM/SIGINT).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON on exit.")
+def push(idle_exit: float | None, as_json: bool) -> None:
+    """Push every opt-out in the event log to Salesforce, live, in batches of up to 200, with
+    what Salesforce did recorded in each person's history.
+
+    A removed unsubscribe is never pushed; a person with no Salesforce id waits ("pending link")
+    until one arrives. One pusher is active per store: a second one waits and takes over when the
+    first ends. Stops at SIGTERM or Ctrl-C; a restart resumes from its stored position."""
+    config = bootstrap.settings()
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
+    lock = bootstrap.pusher_lock(config)
+    try:
+        with bootstrap.reachable(config):
+            if not lock.try_acquire():
+                log.warning("another pusher is active on this store: waiting to take over")
+                if not lock.acquire(stopping):
+                    return
+            log.info("this is the store's active pusher")
+            try:
+                pusher = bootstrap.pusher(config)
+            except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
+                raise click.ClickException(f"Salesforce: {error}") from None
+            except ConfigError as error:  # no org configured
+                raise click.ClickException(f"configuration: {error}") from None
+            pusher.stopping, pusher.holds_lock = stopping, lock.held
+            if pusher.field_missing is not None:
+                idle_exit = FIELD_MISSING_PASS_S  # record why each person waits, then stop
+            try:
+                stats = pusher.run(idle_exit_s=idle_exit)
+            except (SalesforceFailure, LockLost) as error:  # not weather: stop and say why
+                raise click.ClickException(str(error)) from None
+            finally:
+                pusher.store.close()
+    finally:
+        lock.release()
+    if pusher.field_missing is not None:
+        raise click.ClickException(
+            f"Salesforce: the opt-out field is missing: {pusher.field_missing} "
+            f"({stats.waiting} opt-outs wait for it, each said in its person's history)"
+        )
+    if as_json:
+        click.echo(msgspec.json.encode(stats.__dict__).decode())
+    else:
+        click.echo(
+            f"accepted {stats.accepted} opt-outs, {stats.refused} refused, {stats.retried} to "
+            f"retry, {stats.waiting} waiting; {stats.calls} Salesforce API calls"
+        )
+
+
+def _stop_on_signals(stopping: threading.Event) -> None:
+    """SIGTERM/SIGINT: finish the pass in hand (its outcomes are stored), then exit."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.warning("%s: stopping", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

@@ -1,0 +1,308 @@
+"""The live pusher: follows the event log from its own tracked position and sets the opt-out
+checkbox in Salesforce, up to 200 records a call, recording what Salesforce did in each person's
+history together with its new position.
+
+Salesforce is called outside any database transaction; the outcomes and the position are then
+stored in one. The stored position never passes a notification whose person is still owed a
+push (a retry, a budget wait), so a crash at any instant repeats at most the batch in flight and
+the retries owed — and writing true twice is harmless. The log is the queue: a refusal to be
+retried or a budget wait, read back after a restart, schedules the person again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
+
+from adapters.salesforce import (
+    ApiLimitReached,
+    BudgetSpent,
+    OptOutTarget,
+    OptOutWrite,
+    PushOutcome,
+    PushResult,
+    RetryLater,
+    SalesforceFailure,
+    SalesforceOrg,
+)
+from domain.application import ChangeRecorder
+from domain.person import FORMER_TOPICS, Person, WaitingReason
+from domain.push import Accepted, Outcome, Owed, Refused, Waiting, owed_push, record_outcomes
+
+log = logging.getLogger(__name__)
+
+PUSHER = "pusher"  # the pusher's position in the store's tracking table
+BATCH = 200  # records per sObject Collections call
+POLL_S = 0.2  # the linger: what arrives meanwhile goes into the same call
+PAGE = 1000  # notifications read at a time
+READ_AHEAD = 2000  # persons ready to push before reading further: memory stays bounded
+KEYS_KEPT = 100_000  # aggregate ids whose person key is remembered
+BACKOFF_S = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)  # per person, by attempt; with jitter
+LIMIT_PROBE_S = 900.0  # REQUEST_LIMIT_EXCEEDED: look again a few times an hour, no more
+
+_CHANGES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
+_RETRIES = (Person.OptOutRefused, Person.PushWaiting)
+_FOLLOWED = [get_topic(kind) for kind in (*_CHANGES, *_RETRIES)] + [
+    former for former, kind in FORMER_TOPICS.items() if kind in _CHANGES
+]
+# Waits read back from the log (after a restart): the person is owed a push again.
+_READ_BACK = {WaitingReason.BUDGET_SPENT, WaitingReason.API_LIMIT, WaitingReason.FIELD_MISSING}
+
+
+class LockLost(RuntimeError):
+    """Another pusher may be active now: this one stops before pushing anything more."""
+
+
+@dataclass
+class PushStats:
+    read: int = 0  # notifications read
+    written: int = 0  # records sent to Salesforce
+    accepted: int = 0
+    refused: int = 0
+    retried: int = 0
+    waiting: int = 0
+    calls: int = 0  # Salesforce API calls made
+    position: int = 0
+
+
+@dataclass
+class _Due:
+    since: int  # the notification that made it due: the stored position stays before it
+    at: float  # monotonic time it is due
+    attempts: int = 0
+
+
+@dataclass
+class Pusher:
+    """Pushes opt-outs from one store to one org. Not shared between threads."""
+
+    store: ChangeRecorder
+    org: SalesforceOrg
+    target: OptOutTarget | None  # None: the field is missing from the org (`field_missing` says)
+    batch: int = BATCH
+    poll_s: float = POLL_S
+    clock: Callable[[], float] = time.monotonic
+    stopping: threading.Event = field(default_factory=threading.Event)
+    stats: PushStats = field(default_factory=PushStats)
+    # Whether this is still the one active pusher of its store (see adapters.process_lock).
+    holds_lock: Callable[[], bool] = lambda: True
+    field_missing: str | None = None  # why no field can be written: every push waits, said once
+
+    def __post_init__(self) -> None:
+        self.position = self.store.position(PUSHER) or 0
+        self.read_to = self.position
+        self.due: dict[str, _Due] = {}
+        self.paused_until = 0.0
+        self.stats.position = self.position
+        self._keys: dict[UUID, str] = {}  # a person's key never changes
+
+    def run(self, *, idle_exit_s: float | None = None) -> PushStats:
+        """Pushes until stopped, or until nothing was read or pushed for `idle_exit_s`."""
+        last_activity = self.clock()
+        while not self.stopping.is_set():
+            if not self.holds_lock():
+                raise LockLost("the pusher's lock on the store was lost: stopping")
+            if self.step():
+                last_activity = self.clock()
+                continue
+            if idle_exit_s is not None and self.clock() - last_activity >= idle_exit_s:
+                break
+            self.stopping.wait(self.poll_s)
+        return self.stats
+
+    def step(self) -> bool:
+        """One pass: read what is new, push what is due; True if anything happened."""
+        now = self.clock()
+        ready = sum(1 for due in self.due.values() if due.at <= now)
+        read = ready < READ_AHEAD and self._read()
+        pushed = self._push_due()
+        if not pushed and self._settled() > self.position:
+            self._save([])
+        self.stats.calls = self.org.calls_made
+        return read or pushed
+
+    # --- following the log ------------------------------------------------------------------
+    def _read(self) -> bool:
+        notifications = self.store.recorder.select_notifications(
+            self.read_to, PAGE, topics=_FOLLOWED, inclusive_of_start=False
+        )
+        now = self.clock()
+        for notification in notifications:
+            event = self.store.mapper.to_domain_event(notification)
+            for key in self._affected(event):
+                self._schedule(key, notification.id, now)
+        if notifications:
+            self.read_to = notifications[-1].id
+            self.stats.read += len(notifications)
+        return bool(notifications)
+
+    def _affected(self, event: object) -> set[str]:
+        """The persons and addresses whose push a stored event may change."""
+        if isinstance(event, Person.OptOutRefused) and not event.will_retry:
+            return set()
+        if isinstance(event, Person.PushWaiting) and event.reason not in _READ_BACK:
+            return set()
+        assert isinstance(event, Person.Event)
+        keys = {self._key_of(event.originator_id)}
+        mailbox = getattr(event, "mailbox", None)
+        if isinstance(event, Person.Changed) and mailbox:
+            keys.add(mailbox)  # one mailbox, one answer: its carriers' answers may change
+            keys.update(self.store.carriers(mailbox))
+        return keys
+
+    def _key_of(self, person_id: UUID) -> str:
+        key = self._keys.get(person_id)
+        if key is None:
+            person: Person = self.store.repository.get(person_id)
+            if len(self._keys) >= KEYS_KEPT:
+                self._keys.clear()
+            key = self._keys[person_id] = person.key
+        return key
+
+    def _schedule(self, key: str, since: int, at: float, attempts: int = 0) -> None:
+        due = self.due.get(key)
+        if due is None:
+            self.due[key] = _Due(since, at, attempts)
+        else:  # a back-off or a pause already set stays
+            due.since, due.at = min(due.since, since), max(due.at, at)
+            due.attempts = max(due.attempts, attempts)
+
+    def _settled(self) -> int:
+        """The position to store: every notification up to it is done with."""
+        if not self.due:
+            return self.read_to
+        return min(self.read_to, min(due.since for due in self.due.values()) - 1)
+
+    # --- pushing ------------------------------------------------------------------------------
+    def _push_due(self) -> bool:
+        now = self.clock()
+        if now < self.paused_until:
+            return False
+        ready = sorted((d.since, k) for k, d in self.due.items() if d.at <= now)[: self.batch]
+        if not ready:
+            return False
+        outcomes: list[Outcome] = []
+        owed: list[Owed] = []
+        for _, key in ready:
+            wanted = owed_push(self.store, key)
+            if wanted is not None and wanted.record_id is not None:
+                owed.append(wanted)
+                continue
+            del self.due[key]
+            if wanted is not None and wanted.waiting is not None:
+                self.stats.waiting += 1
+                outcomes.append(Waiting(key, wanted.waiting))
+        if owed and self.target is None:
+            outcomes.extend(self._field_missing(owed))
+        elif owed:
+            outcomes.extend(self._push(owed))
+        self._save(outcomes)
+        return True
+
+    def _field_missing(self, owed: Sequence[Owed]) -> list[Outcome]:
+        """Nothing is written, to this field or another; the persons stay owed (a restart with
+        the field in place pushes them)."""
+        for person in owed:
+            self.due[person.key].at = float("inf")
+        self.stats.waiting += len(owed)
+        reason = WaitingReason.FIELD_MISSING
+        return [Waiting(person.key, reason, self.field_missing) for person in owed]
+
+    def _push(self, owed: Sequence[Owed]) -> list[Outcome]:
+        """Calls Salesforce (no transaction open) and turns its answers into outcomes."""
+        assert self.target is not None
+        target = self.target
+        writes = [
+            OptOutWrite(record_id=str(o.record_id), object_type=o.object_type, target=target)
+            for o in owed
+        ]
+        self.stats.written += len(writes)
+        failure: SalesforceFailure | None = None
+        try:
+            results: Sequence[PushResult] = self.org.push_opt_outs(writes)
+        except (RetryLater, BudgetSpent, ApiLimitReached) as failed:
+            failure, results = failed, failed.completed
+        by_record: dict[str, PushResult] = {}
+        for result in results:
+            by_record.setdefault(result.record_id, result)
+        outcomes: list[Outcome] = []
+        for person in owed:
+            answer = by_record.get(str(person.record_id))
+            if answer is not None:
+                outcomes.append(self._answered(person, answer))
+            else:
+                assert failure is not None
+                outcomes.append(self._failed(person, failure))
+        return outcomes
+
+    def _answered(self, owed: Owed, result: PushResult) -> Outcome:
+        record_id, object_type = str(owed.record_id), str(owed.object_type)
+        if result.accepted:
+            del self.due[owed.key]
+            self.stats.accepted += 1
+            return Accepted(
+                owed.key,
+                record_id,
+                object_type,
+                result.field,
+                result.written_id or record_id,
+                result.converted_contact_id,
+                result.answered_at or datetime.now(UTC),
+            )
+        if result.outcome is PushOutcome.LIMIT:
+            return self._pause(owed, WaitingReason.API_LIMIT, LIMIT_PROBE_S, result.message)
+        will_retry = result.outcome is PushOutcome.RETRY
+        if will_retry:
+            self._back_off(owed.key)
+        else:
+            del self.due[owed.key]
+            self.stats.refused += 1
+        code, message = result.error_code or "UNKNOWN_ERROR", result.message or ""
+        return Refused(owed.key, record_id, object_type, code, message, will_retry)
+
+    def _failed(self, owed: Owed, failure: SalesforceFailure) -> Outcome:
+        if isinstance(failure, BudgetSpent):
+            wait_s = (failure.resets_at - datetime.now(UTC)).total_seconds()
+            return self._pause(owed, WaitingReason.BUDGET_SPENT, wait_s, str(failure))
+        if isinstance(failure, ApiLimitReached):
+            return self._pause(owed, WaitingReason.API_LIMIT, LIMIT_PROBE_S, str(failure))
+        self._back_off(owed.key)
+        record_id, object_type = str(owed.record_id), str(owed.object_type)
+        code = failure.code or type(failure).__name__
+        return Refused(owed.key, record_id, object_type, code, str(failure)[:500], True)
+
+    def _back_off(self, key: str) -> None:
+        due = self.due[key]
+        delay = BACKOFF_S[min(due.attempts, len(BACKOFF_S) - 1)]
+        due.at = self.clock() + delay * random.uniform(0.5, 1.0)  # jitter
+        due.attempts += 1
+        self.stats.retried += 1
+
+    def _pause(
+        self, owed: Owed, reason: WaitingReason, wait_s: float, detail: str | None
+    ) -> Waiting:
+        until = self.clock() + max(wait_s, 1.0)
+        if until > self.paused_until:
+            log.warning("Salesforce push paused for %.0f s: %s", until - self.clock(), detail)
+        self.paused_until = max(self.paused_until, until)
+        self.due[owed.key].at = self.paused_until
+        self.stats.waiting += 1
+        return Waiting(owed.key, reason, detail)
+
+    def _save(self, outcomes: Sequence[Outcome]) -> None:
+        settled = self._settled()
+        advanced = settled > self.position
+        if not outcomes and not advanced:
+            return
+        record_outcomes(self.store, outcomes, Tracking(PUSHER, settled) if advanced else None)
+        if advanced:
+            self.position = self.stats.position = settled
