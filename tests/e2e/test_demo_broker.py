@@ -50,7 +50,7 @@ def test_the_demo_reuses_its_broker_and_says_how_to_stop_it(private_env: dict[st
 
     # Something else on the broker's port: refused before anything starts, naming the setting.
     with socket.create_server(("127.0.0.1", config.kafka_port)):
-        taken = optout_sync("demo", env=private_env, timeout=400)
+        taken = optout_sync("demo", "--timeout", "300", env=private_env, timeout=400)
     assert taken.returncode == 1 and "Traceback" not in taken.stderr
     assert f"port {config.kafka_port}" in taken.stderr and "OPTOUT_KAFKA_PORT" in taken.stderr
     assert not pid_file.exists()
@@ -59,7 +59,7 @@ def test_the_demo_reuses_its_broker_and_says_how_to_stop_it(private_env: dict[st
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     gone = RecordedProcess(pid=_gone_pid(), start_time=1, command="java")
     pid_file.write_bytes(msgspec.json.encode(gone))
-    first = optout_sync("demo", env=private_env, timeout=400)
+    first = optout_sync("demo", "--timeout", "300", env=private_env, timeout=400)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "names a process that is gone" in first.stderr
     broker = local_kafka.status(config)
@@ -68,7 +68,7 @@ def test_the_demo_reuses_its_broker_and_says_how_to_stop_it(private_env: dict[st
     assert "Stop it with: optout-sync services down --no-postgres" in first.stdout
 
     # The next run reuses it.
-    second = optout_sync("demo", env=private_env, timeout=400)
+    second = optout_sync("demo", "--timeout", "300", env=private_env, timeout=400)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"using the local Kafka broker already running (pid {broker.pid}" in second.stderr
     assert "starting the local Kafka broker" not in second.stderr
@@ -79,7 +79,7 @@ def test_the_demo_reuses_its_broker_and_says_how_to_stop_it(private_env: dict[st
     record = pid_file.read_bytes()
     pid_file.unlink()
     try:
-        orphan = optout_sync("demo", env=private_env, timeout=400)
+        orphan = optout_sync("demo", "--timeout", "300", env=private_env, timeout=400)
     finally:
         pid_file.write_bytes(record)  # so that the fixture stops it
     assert orphan.returncode == 1 and "Traceback" not in orphan.stderr
