@@ -306,6 +306,15 @@ def test_one_pusher_is_active_per_store_and_a_second_takes_over_when_it_dies(
         before = contact(sandbox, "First")
         ingest(config, good_change(person=PersonRef(person_id="p-first", salesforce_id=before)))
         wait_for(lambda: flag(sandbox, before), 120, "the first pusher's push", tails)
+        # Killed once the outcome is stored: a kill between Salesforce's answer and the store's
+        # write repeats that batch (by design, at most the batch in flight), which would make the
+        # count below say nothing about the take-over.
+        wait_for(
+            lambda: bool(outcomes(state(config, "p-first"), "salesforce_accepted")),
+            120,
+            "the first pusher to store its outcome",
+            tails,
+        )
         assert "this is the store's active pusher" not in logs[1].read_text()
 
         first.kill()  # SIGKILL: no goodbye; the lock dies with it
