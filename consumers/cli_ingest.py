@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
-from types import FrameType
 
 import click
 import msgspec
 
 from consumers import bootstrap
-from consumers.cli import KAFKA_LOG_FILTER
-from consumers.ingest import GapError, Ingest
+from consumers.ingest import GapError
+from consumers.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
-
-# After the first SIGTERM/SIGINT the worker stores what it safely can and closes its clients;
-# whatever still blocks then (a paused broker or database) does not hold the exit past this.
-# Exiting at any instant is safe: a slice's changes and position are one transaction.
-STOP_DEADLINE_S = 12.0
 
 
 def _partition_name(
@@ -72,7 +63,7 @@ def ingest(
         worker = bootstrap.ingest(
             config, accept_gaps=True if accept_gaps else frozenset(accept_gap)
         )
-    _stop_on_signals(worker)
+    stop_on_signals(worker.stop)
     try:
         stats = worker.run(idle_exit_s=idle_exit)
     except GapError as error:
@@ -84,34 +75,3 @@ def ingest(
             f"stored {stats.recorded} changes, {stats.duplicates} already recorded, "
             f"{stats.dead_lettered} dead-lettered, {stats.redelivered} redelivered offsets skipped"
         )
-
-
-def _stop_on_signals(worker: Ingest) -> None:
-    """First SIGTERM/SIGINT: stop, with a deadline; a second one: exit now."""
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        code = 128 + signum
-        if stopping.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(code)
-        stopping.set()
-        KAFKA_LOG_FILTER.stopping = True  # its complaints about the closing connections
-        log.warning("%s: stopping", signal.Signals(signum).name)
-        worker.stop()
-        threading.Thread(
-            target=_exit_after, args=(code,), name="stop-deadline", daemon=True
-        ).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-
-def _exit_after(code: int) -> None:
-    threading.Event().wait(STOP_DEADLINE_S)
-    log.warning(
-        "not stopped %.0f s after the signal (a broker or store not answering); exiting anyway",
-        STOP_DEADLINE_S,
-    )
-    logging.shutdown()
-    os._exit(code)

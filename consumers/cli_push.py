@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-from types import FrameType
 
 import click
 import msgspec
@@ -14,6 +12,7 @@ from adapters.salesforce import SalesforceFailure
 from adapters.settings import ConfigError
 from consumers import bootstrap
 from consumers.pusher import LockLost
+from consumers.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 FIELD_MISSING_PASS_S = 2.0  # with the field missing: the pass that records the waits, then exit
@@ -37,7 +36,7 @@ def push(idle_exit: float | None, as_json: bool) -> None:
     first ends. Stops at SIGTERM or Ctrl-C; a restart resumes from its stored position."""
     config = bootstrap.settings()
     stopping = threading.Event()
-    _stop_on_signals(stopping)
+    stop_on_signals(stopping.set)
     lock = bootstrap.pusher_lock(config)
     try:
         with bootstrap.reachable(config):
@@ -75,14 +74,3 @@ def push(idle_exit: float | None, as_json: bool) -> None:
             f"accepted {stats.accepted} opt-outs, {stats.refused} refused, {stats.retried} to "
             f"retry, {stats.waiting} waiting; {stats.calls} Salesforce API calls"
         )
-
-
-def _stop_on_signals(stopping: threading.Event) -> None:
-    """SIGTERM/SIGINT: finish the pass in hand (its outcomes are stored), then exit."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        log.warning("%s: stopping", signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
