@@ -17,6 +17,7 @@ from adapters.settings import ConfigError, Settings, load
 from consumers.ingest import Ingest
 from consumers.pusher import Pusher
 from domain.application import ChangeRecorder
+from domain.identity import person_key
 from domain.opt_out_field import live_push_field
 
 if TYPE_CHECKING:
@@ -105,6 +106,13 @@ def reachable(config: Settings) -> Iterator[None]:
         raise click.ClickException(
             f"OPTOUT_DATABASE_URL: cannot open the event store at {config.store_location} ({error})"
         ) from None
+
+
+def key_of(config: Settings, identity: str) -> str:
+    """The key a command-line IDENTITY names: an email's address key, else a person id's key."""
+    if "@" in identity:
+        return event_store.address_keys(config).key_of(identity)
+    return person_key(identity)
 
 
 def create_tables(database_url: str) -> None:

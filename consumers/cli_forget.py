@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 import msgspec
 
-from adapters.event_store import address_keys
 from consumers import bootstrap
-from domain.identity import person_key
 
 
 @click.command()
@@ -24,7 +22,7 @@ def forget(identity: str, as_json: bool) -> None:
     with bootstrap.reachable(config):
         store = bootstrap.open_store(config)
         try:
-            key = address_keys(config).key_of(identity) if "@" in identity else person_key(identity)
+            key = bootstrap.key_of(config, identity)
             if store.person(key) is None and not store.carriers(key):
                 raise click.ClickException("no such person or address in the event log")
             erased = store.forget(key)

@@ -13,10 +13,9 @@ from eventsourcing.persistence import OperationalError, ProgrammingError
 from rich.console import Console
 from rich.table import Table
 
-from adapters.event_store import address_keys
 from consumers import bootstrap
 from domain.application import ChangeRecorder
-from domain.identity import person_key
+from domain.identity import is_address
 from projections.person_state import AddressLookup, PersonState, lookup_address, state_of
 
 
@@ -37,9 +36,8 @@ def reading() -> Iterator[tuple[ChangeRecorder, bootstrap.Settings]]:
 def look_up(identity: str) -> PersonState | AddressLookup | None:
     """A person given by the sales tool's person id, or an address with its persons."""
     with reading() as (store, config):
-        if "@" in identity:
-            return lookup_address(store, address_keys(config).key_of(identity))
-        return state_of(store, person_key(identity))
+        key = bootstrap.key_of(config, identity)
+        return lookup_address(store, key) if is_address(key) else state_of(store, key)
 
 
 @click.command()
