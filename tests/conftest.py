@@ -252,3 +252,13 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
         yield url
     finally:
         local_postgres.drop_database(postgres_url, name)
+
+
+@pytest.fixture(autouse=True)
+def _clean_org(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Faults and API usage of a session's sandbox org never leak from one test into the next."""
+    yield
+    if "sandbox" in request.fixturenames:
+        running = request.getfixturevalue("sandbox")
+        running.clear_faults()
+        running.set_api_usage(0, running.config.daily_api_limit)

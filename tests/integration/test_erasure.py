@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,8 +15,9 @@ import pytest
 from adapters.inbound import Actor, PersonRef
 from adapters.settings import Settings
 from devservices import database as local_postgres
+from tests.e2e.cli import optout_sync as run_cli
 from tests.factories import good_change
-from tests.integration.ingest_harness import REPO, env_of, keyed, produce
+from tests.integration.ingest_harness import env_of, keyed, produce
 from tests.integration.test_ingest import run_until_caught_up
 
 pytestmark = [pytest.mark.kafka]
@@ -26,14 +26,8 @@ NORMALISED = ADDRESS.lower().encode()
 
 
 def optout_sync(config: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "consumers", *args],
-        cwd=REPO,
-        env=env_of(config),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """The command line on these settings; it must succeed."""
+    result = run_cli(*args, env=env_of(config), timeout=120)
     assert result.returncode == 0, result.stderr
     return result
 

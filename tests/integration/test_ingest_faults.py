@@ -28,6 +28,7 @@ from consumers import bootstrap
 from consumers.ingest import WRITE_ATTEMPTS
 from domain.identity import aggregate_id
 from domain.person import Person
+from tests.e2e.cli import optout_sync as run_cli
 from tests.factories import good_change, good_message
 from tests.integration.ingest_harness import (
     REPO,
@@ -153,14 +154,7 @@ def test_a_message_of_every_failure_kind_is_dead_lettered_and_the_next_one_is_st
 
 
 def optout_sync(*args: str, config: Settings) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", "-v", *args],
-        cwd=REPO,
-        env=env_of(config),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli("-v", *args, env=env_of(config))
 
 
 def test_a_store_behind_the_topics_log_start_stops_the_worker_until_the_gap_is_accepted(

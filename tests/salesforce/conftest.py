@@ -25,16 +25,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture(autouse=True)
-def _clean_org(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Faults and API usage never leak from one test into the next."""
-    yield
-    if "sandbox" in request.fixturenames:
-        running: Sandbox = request.getfixturevalue("sandbox")
-        running.clear_faults()
-        running.set_api_usage(0, running.config.daily_api_limit)
-
-
 def org_env(sandbox: Sandbox, **settings: str) -> dict[str, str]:
     """The environment a deployment would set for this org (SOAP user login unless overridden)."""
     env = {

@@ -24,16 +24,6 @@ def bare_sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture(autouse=True)
-def _clean_org(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Faults and API usage never leak from one test into the next."""
-    yield
-    if "sandbox" in request.fixturenames:
-        running: Sandbox = request.getfixturevalue("sandbox")
-        running.clear_faults()
-        running.set_api_usage(0, running.config.daily_api_limit)
-
-
 @pytest.fixture
 def sf(sandbox: Sandbox):  # type: ignore[no-untyped-def]
     return sandbox.client()
