@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 from adapters import event_store, kafka_clients, salesforce
 from adapters.process_lock import ProcessLock
 from adapters.settings import ConfigError, Settings, load
+from consumers import logs
 from consumers.ingest import Ingest
 from consumers.pusher import Pusher
 from domain.application import ChangeRecorder
@@ -27,9 +28,11 @@ if TYPE_CHECKING:
 def settings() -> Settings:
     """Settings, or a clean exit naming the bad setting."""
     try:
-        return load()
+        config = load()
     except ConfigError as error:
         raise click.ClickException(f"configuration: {error}") from None
+    logs.hide_settings(config)
+    return config
 
 
 def uses_local_kafka() -> bool:
@@ -53,18 +56,16 @@ def ensure_local_kafka() -> ServiceStatus | None:
 
     current = local_kafka.status(config)
     if current.state == "running":
-        click.echo(
-            f"using the local Kafka broker already running (pid {current.pid}, {current.endpoint})",
-            err=True,
+        logs.say(
+            f"using the local Kafka broker already running (pid {current.pid}, {current.endpoint})"
         )
         return current
     if current.state == "stale":
-        click.echo(
+        logs.say(
             f"the local Kafka broker's pid file ({local_kafka.paths(config).pid}) names a process "
-            "that is gone; starting a new broker",
-            err=True,
+            "that is gone; starting a new broker"
         )
-    click.echo("starting the local Kafka broker (first start downloads its jars)...", err=True)
+    logs.say("starting the local Kafka broker (first start downloads its jars)...")
     try:
         return local_kafka.up(config)
     except ServiceError as error:
@@ -88,7 +89,7 @@ def prepare(config: Settings) -> list[str]:
         except ConfigError as error:
             raise click.ClickException(f"configuration: {error}") from None
     for change in changes:
-        click.echo(change, err=True)
+        logs.say(change)
     return changes
 
 

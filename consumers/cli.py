@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+
+from adapters.settings import ConfigError
+from consumers import logs
 
 # Verb name -> "module:attribute" of a click command; loaded only when used, so `--help` is fast.
 VERBS: dict[str, str] = {
@@ -62,44 +63,22 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="More logging (-v INFO, -vv DEBUG).")
 def cli(verbose: int) -> None:
     """optout-sync: keeps email unsubscribes in agreement with Salesforce, with proof."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # kafka-python's own warnings are worth seeing (a broker gone, a partition without leader).
-    logging.getLogger("kafka").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
-    if verbose < 2:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(KAFKA_LOG_FILTER)
-
-
-class KafkaLogFilter(logging.Filter):
-    """kafka-python repeats a warning at every retry and reports its own shutdown as errors: each
-    kind of its messages at most once a minute, and none once a stop was asked for."""
-
-    EVERY_S = 60.0
-    # Routine, not trouble: a topic created a moment ago has no partition metadata yet.
-    ROUTINE = ("No partition metadata for topic",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopping = False
-        self._last: dict[tuple[str, object], float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("kafka"):
-            return True
-        if self.stopping or str(record.msg).startswith(self.ROUTINE):
-            return False
-        now, kind = time.monotonic(), (record.name, record.msg)
-        if now - self._last.get(kind, -self.EVERY_S) < self.EVERY_S:
-            return False
-        self._last[kind] = now
-        return True
-
-
-KAFKA_LOG_FILTER = KafkaLogFilter()
+    try:
+        logs.configure(verbose)
+    except ConfigError as error:
+        raise click.ClickException(f"configuration: {error}") from None
 
 
 def main() -> None:
-    cli(prog_name="optout-sync")
+    """Runs a verb; in JSON log mode its final error is a JSON line too."""
+    try:
+        code = cli.main(prog_name="optout-sync", standalone_mode=False)
+    except click.ClickException as error:
+        if not logs.refuse(error.format_message()):
+            error.show()
+        sys.exit(error.exit_code)
+    except click.Abort:
+        if not logs.refuse("aborted"):
+            click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from adapters import dead_letter
 from adapters.dead_letter import DeadLetter
-from consumers import bootstrap
+from consumers import bootstrap, logs
 from consumers.cli_person import utc
 
 
@@ -56,7 +56,7 @@ def list_(limit: int, start: str | None, as_json: bool) -> None:
         for letter in page.letters:
             click.echo(msgspec.json.encode(letter).decode())
         if page.next:  # stdout stays one letter a line; the way on is for whoever pages
-            click.echo(f"more: --from {page.next}", err=True)
+            logs.say(f"more: --from {page.next}")
         return
     table = Table("id", "code", "reason", "origin", "bytes")
     table.add_column("re-driven", no_wrap=True)

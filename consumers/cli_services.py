@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -10,6 +11,7 @@ import click
 import msgspec
 
 import devservices as local_services
+from consumers import logs
 from devservices import ServiceError, ServiceStatus
 from devservices.settings import ServiceSettings, SettingError, load
 
@@ -68,7 +70,7 @@ def up(kafka: bool, postgres: bool, as_json: bool) -> None:
             reports.append(local_services.up(name, config))
         except ServiceError as error:
             failed = True
-            click.echo(f"{name}: failed to start\n{error}", err=True)
+            logs.say(f"{name}: failed to start\n{error}", logging.ERROR)
             continue
         if not as_json:
             click.echo(_describe(reports[-1], after_up=True))
@@ -89,7 +91,7 @@ def down(kafka: bool, postgres: bool) -> None:
             pid = local_services.down(name, config)
         except ServiceError as error:
             failed = True
-            click.echo(f"{name}: failed to stop\n{error}", err=True)
+            logs.say(f"{name}: failed to stop\n{error}", logging.ERROR)
             continue
         click.echo(f"{name}: stopped pid {pid}" if pid else f"{name}: was not running")
     if failed:

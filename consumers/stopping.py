@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from consumers.cli import KAFKA_LOG_FILTER
+from consumers.logs import KAFKA_LOG_FILTER
 
 log = logging.getLogger(__name__)
 STOP_DEADLINE_S = 12.0
