@@ -111,6 +111,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     marketo_field_name: str | None = None
     # OPTOUT_NIGHTLY_SYNC: on/off; off means the live push writes HasOptedOutOfEmail (PRODUCT §1.1).
     nightly_sync: bool = False
+    # OPTOUT_METRICS_PORT / _HOST: /metrics, /healthz and /readyz of a long-running process
+    # (unset: not served); the host defaults to loopback, compose sets 0.0.0.0.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def store_location(self) -> str:
@@ -149,6 +153,8 @@ ENV_NAMES = {
     "opt_out_field": "OPTOUT_OPT_OUT_FIELD",
     "marketo_field_name": "OPTOUT_MARKETO_FIELD_NAME",
     "nightly_sync": "OPTOUT_NIGHTLY_SYNC",
+    "metrics_port": "OPTOUT_METRICS_PORT",
+    "metrics_host": "OPTOUT_METRICS_HOST",
 }
 
 
@@ -235,7 +241,21 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         address_key=_address_key(env),
         **_topics(env),
         **_salesforce(env),
+        **_operator(env),
     )
+
+
+class _OperatorSettings(TypedDict):
+    metrics_port: int | None
+    metrics_host: str
+
+
+def _operator(env: Mapping[str, str]) -> _OperatorSettings:
+    port_name = ENV_NAMES["metrics_port"]
+    return {
+        "metrics_port": _port(env, port_name, 0) if read_setting(env, port_name) else None,
+        "metrics_host": read_setting(env, ENV_NAMES["metrics_host"]) or "127.0.0.1",
+    }
 
 
 def _address_key(env: Mapping[str, str]) -> Secret | None:

@@ -7,8 +7,10 @@ import logging
 import click
 import msgspec
 
-from consumers import bootstrap
+from adapters.settings import ConfigError
+from consumers import bootstrap, health
 from consumers.ingest import GapError
+from consumers.metrics import IngestMetrics
 from consumers.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,9 @@ def ingest(
         )
     stop_on_signals(worker.stop)
     try:
-        stats = worker.run(idle_exit_s=idle_exit)
-    except GapError as error:
+        with health.serving(config, [IngestMetrics(worker)], worker.not_ready):
+            stats = worker.run(idle_exit_s=idle_exit)
+    except (GapError, ConfigError) as error:
         raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(msgspec.json.encode(stats.__dict__).decode())

@@ -117,6 +117,9 @@ class Ingest:
         self.last_contact = time.monotonic()  # the broker last answered (records or a probe)
         self.spin_pause_s = 0.0
         self.stopping = threading.Event()
+        # For /metrics and /readyz, read on another thread: replaced whole, never mutated.
+        self.held: frozenset[TopicPartition] = frozenset()
+        self.lag: dict[TopicPartition, int] = {}
 
     def run(
         self,
@@ -130,7 +133,10 @@ class Ingest:
             while not self.stopping.is_set():
                 try:
                     polled = self._poll()
+                    self._note_lag()
                     self._ingest(polled)
+                    if polled:
+                        self._note_lag()
                     if polled:
                         last_activity = time.monotonic()
                     else:
@@ -155,6 +161,22 @@ class Ingest:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def not_ready(self) -> list[str]:
+        """Why this member cannot do its work now (empty: ready), for /readyz."""
+        reasons = []
+        if self.stopping.is_set():
+            reasons.append("stopping")
+        if not self.held:
+            reasons.append(f"holds no partition of {self.settings.topic_inbound} (yet)")
+        if self.broker.ongoing:
+            reasons.append(f"{self.broker.what} does not answer")
+        if self.writer.store_outage.ongoing:
+            reasons.append(f"{self.writer.store_outage.what} does not answer")
+        stalled = self.writer.stalls.stalled()
+        if stalled is not None:
+            reasons.append(f"{stalled[0]} has not returned for {stalled[1]:.0f} s")
+        return reasons
 
     def close(self) -> None:
         """Bounded: a broker that stopped answering must not hold the worker's exit."""
@@ -191,6 +213,17 @@ class Ingest:
         else:
             self.spin_pause_s = 0.0
         return polled
+
+    def _note_lag(self) -> None:
+        """Messages in Kafka this member has not stored yet, per partition it holds (as far as
+        its fetches have seen the partition's end)."""
+        held = frozenset(self.consumer.assignment())
+        lag = {}
+        for tp in held:
+            end, stored = self.consumer.highwater(tp), self.writer.positions.get(tp)
+            if end is not None and stored is not None:
+                lag[tp] = max(0, end - stored - 1)
+        self.held, self.lag = held, lag
 
     def _idle(self) -> None:
         if time.monotonic() - self.last_contact > PROBE_EVERY_S:

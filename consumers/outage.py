@@ -94,6 +94,14 @@ class StallWatch:
     def close(self) -> None:
         self._done.set()
 
+    def stalled(self) -> tuple[str, float] | None:
+        """The call in hand and how long it has run, once that is past `after_s`."""
+        call = self._call
+        if call is None:
+            return None
+        running_s = time.monotonic() - call[1]
+        return (call[0], running_s) if running_s >= self.after_s else None
+
     def _watch(self) -> None:
         reported: tuple[str, float] | None = None
         reported_at = 0.0
