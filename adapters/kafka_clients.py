@@ -61,7 +61,8 @@ class TopicSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The inbound, dead-letter and redrive-receipt topics (the one place that shapes them)."""
+    """The inbound, dead-letter, redrive-receipt and analytics-feed topics (the one place that
+    shapes them)."""
     insync = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
     large = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
     return [
@@ -87,6 +88,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             replication_factor=settings.topic_replication_factor,
             configs=insync,
             enforced={"cleanup.policy": "compact"},
+            partitions_matter=False,
+        ),
+        # The analytics feed: a consumer that starts late reads every state change there was.
+        TopicSpec(
+            name=settings.topic_state,
+            partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            configs=insync,
+            enforced=KEEP_UNTIL_DELETED,
             partitions_matter=False,
         ),
     ]

@@ -115,6 +115,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # (unset: not served); the host defaults to loopback, compose sets 0.0.0.0.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # OPTOUT_TOPIC_STATE: the analytics feed (docs/analytics-feed.md).
+    topic_state: str = "optout.state.v1"
 
     @property
     def store_location(self) -> str:
@@ -155,6 +157,7 @@ ENV_NAMES = {
     "nightly_sync": "OPTOUT_NIGHTLY_SYNC",
     "metrics_port": "OPTOUT_METRICS_PORT",
     "metrics_host": "OPTOUT_METRICS_HOST",
+    "topic_state": "OPTOUT_TOPIC_STATE",
 }
 
 
@@ -248,6 +251,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 class _OperatorSettings(TypedDict):
     metrics_port: int | None
     metrics_host: str
+    topic_state: str
 
 
 def _operator(env: Mapping[str, str]) -> _OperatorSettings:
@@ -255,6 +259,7 @@ def _operator(env: Mapping[str, str]) -> _OperatorSettings:
     return {
         "metrics_port": _port(env, port_name, 0) if read_setting(env, port_name) else None,
         "metrics_host": read_setting(env, ENV_NAMES["metrics_host"]) or "127.0.0.1",
+        "topic_state": read_setting(env, ENV_NAMES["topic_state"]) or "optout.state.v1",
     }
 
 

@@ -16,6 +16,7 @@ from adapters.process_lock import ProcessLock
 from adapters.settings import ConfigError, Settings, load
 from consumers import logs
 from consumers.ingest import Ingest
+from consumers.publisher import Publisher, transactional_id
 from consumers.pusher import Pusher
 from domain.application import ChangeRecorder
 from domain.identity import person_key
@@ -150,6 +151,19 @@ def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pus
     except salesforce.FieldMissing as missing:
         return Pusher(open_store(config), org, None, field_missing=str(missing))
     return Pusher(open_store(config), org, target)
+
+
+def publisher(config: Settings) -> Publisher:
+    """The analytics feed's publisher, wired: a transactional producer that has fenced any
+    earlier publisher of the topic, and its store."""
+    producer = kafka_clients.producer(
+        config,
+        transactional_id=transactional_id(config),
+        enable_idempotence=True,
+        transaction_timeout_ms=60_000,
+    )
+    producer.init_transactions()
+    return Publisher(config, open_store(config), producer)
 
 
 def pusher_lock(config: Settings) -> ProcessLock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import msgspec
 
+from adapters import kafka_clients
 from consumers import bootstrap
 
 
@@ -18,7 +19,7 @@ def init(as_json: bool) -> None:
     """
     config = bootstrap.settings()
     changes = bootstrap.prepare(config)
-    topics = [config.topic_inbound, config.topic_dead_letter, config.topic_redrives]
+    topics = [spec.name for spec in kafka_clients.topic_specs(config)]
     shape = (
         f"{config.topic_partitions} partitions, replication factor "
         f"{config.topic_replication_factor}, min.insync.replicas {config.topic_min_insync_replicas}"

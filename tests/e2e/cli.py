@@ -32,6 +32,7 @@ def isolated_env(kafka_bootstrap: str, state_dir: Path, **extra: str) -> dict[st
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "OPTOUT_STATE_DIR": str(state_dir),
         "OPTOUT_TOPIC_INBOUND": f"e2e.changes.{suffix}",
+        "OPTOUT_TOPIC_STATE": f"e2e.state.{suffix}",
         "OPTOUT_CONSUMER_GROUP": f"e2e-{suffix}",
         "COLUMNS": "160",
         **extra,

@@ -37,7 +37,7 @@ def test_init_makes_the_topics_as_the_settings_say(kafka_bootstrap: str, tmp_pat
     assert first.returncode == 0, first.stderr
     answer = json.loads(first.stdout)
     assert answer["partitions"] == 3 and answer["inbound_retention_ms"] == 172_800_000
-    inbound, dead_letters, redrives = answer["topics"]
+    inbound, dead_letters, redrives, feed = answer["topics"]
 
     partitions, configs = _topic(kafka_bootstrap, inbound)
     assert partitions == 3
@@ -47,6 +47,8 @@ def test_init_makes_the_topics_as_the_settings_say(kafka_bootstrap: str, tmp_pat
     assert configs["max.message.bytes"] == str(8 * 1024 * 1024)
     partitions, configs = _topic(kafka_bootstrap, redrives)
     assert (partitions, configs["cleanup.policy"]) == (1, "compact")
+    partitions, configs = _topic(kafka_bootstrap, feed)
+    assert (partitions, configs["retention.ms"], configs["retention.bytes"]) == (3, "-1", "-1")
 
     again = optout_sync("init", "--json", env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["changes"] == []

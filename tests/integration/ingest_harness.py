@@ -33,6 +33,7 @@ def isolated_settings(bootstrap_servers: str, database_url: str, state_dir: Path
         "OPTOUT_DATABASE_URL": database_url,
         "OPTOUT_STATE_DIR": str(state_dir),
         "OPTOUT_TOPIC_INBOUND": f"test.changes.{suffix}",
+        "OPTOUT_TOPIC_STATE": f"test.state.{suffix}",
         "OPTOUT_CONSUMER_GROUP": f"test-ingest-{suffix}",
     }
     config = load(env)
@@ -49,6 +50,7 @@ def env_of(config: Settings, **extra: str) -> dict[str, str]:
         "OPTOUT_STATE_DIR": str(config.state_dir),
         "OPTOUT_TOPIC_INBOUND": config.topic_inbound,
         "OPTOUT_TOPIC_DEAD_LETTER": config.topic_dead_letter,
+        "OPTOUT_TOPIC_STATE": config.topic_state,
         "OPTOUT_CONSUMER_GROUP": config.consumer_group,
         **extra,
     }

@@ -175,7 +175,7 @@ def test_topics_are_shaped_by_the_settings_and_dead_letters_are_kept_until_delet
             "OPTOUT_TOPIC_RETENTION": "2d",
         }
     )
-    inbound, dead_letter, redrives = kafka_clients.topic_specs(settings)
+    inbound, dead_letter, redrives, feed = kafka_clients.topic_specs(settings)
     assert (inbound.name, inbound.partitions, inbound.replication_factor) == (
         "optout.changes.v1",
         12,
@@ -186,6 +186,8 @@ def test_topics_are_shaped_by_the_settings_and_dead_letters_are_kept_until_delet
     assert dead_letter.enforced["retention.ms"] == dead_letter.enforced["retention.bytes"] == "-1"
     assert redrives.name == "optout.changes.v1.dead-letter.redrives"
     assert redrives.enforced == {"cleanup.policy": "compact"}
+    assert (feed.name, feed.partitions) == ("optout.state.v1", 12)
+    assert feed.enforced["retention.ms"] == feed.enforced["retention.bytes"] == "-1"
 
 
 def test_the_development_services_read_their_own_settings(tmp_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""`optout-sync publish`: the long-running publisher of the analytics feed."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+import msgspec
+from kafka.errors import KafkaError, ProducerFencedError
+
+from consumers import bootstrap
+from consumers.stopping import stop_on_signals
+
+log = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit after this long with nothing new in the log (default: run until SIGTERM/SIGINT).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON on exit.")
+def publish(idle_exit: float | None, as_json: bool) -> None:
+    """Publish each change of a person's opt-out state, and each Salesforce acceptance, to the
+    analytics feed (OPTOUT_TOPIC_STATE), exactly once and in log order per person.
+
+    One publisher is active per feed topic: starting another one fences this one, which stops.
+    A restart resumes after the last record published (docs/analytics-feed.md)."""
+    config = bootstrap.settings()
+    with bootstrap.reachable(config):
+        try:
+            publisher = bootstrap.publisher(config)
+        except KafkaError as error:
+            raise click.ClickException(f"cannot start the feed's producer: {error}") from None
+    stop_on_signals(publisher.stop)
+    log.info(
+        "publishing the feed to %s from log position %d", config.topic_state, publisher.position
+    )
+    try:
+        stats = publisher.run(idle_exit_s=idle_exit)
+    except ProducerFencedError:
+        raise click.ClickException(
+            "another publisher of this feed started and took over: this one stops"
+        ) from None
+    finally:
+        publisher.store.close()
+        publisher.producer.close(timeout=3)
+    if as_json:
+        click.echo(msgspec.json.encode(stats.__dict__).decode())
+    else:
+        click.echo(
+            f"published {stats.published} records in {stats.transactions} transactions; "
+            f"the feed is at log position {stats.position}"
+        )
