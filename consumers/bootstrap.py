@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 from eventsourcing.persistence import InterfaceError, OperationalError
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from adapters import event_store, kafka_clients, salesforce
@@ -154,16 +155,20 @@ def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pus
 
 
 def publisher(config: Settings) -> Publisher:
-    """The analytics feed's publisher, wired: a transactional producer that has fenced any
-    earlier publisher of the topic, and its store."""
-    producer = kafka_clients.producer(
-        config,
-        transactional_id=transactional_id(config),
-        enable_idempotence=True,
-        transaction_timeout_ms=60_000,
-    )
-    producer.init_transactions()
-    return Publisher(config, open_store(config), producer)
+    """The analytics feed's publisher, wired: its store, and a way to make a transactional
+    producer that has fenced any earlier publisher of the topic."""
+
+    def connect() -> KafkaProducer:
+        producer = kafka_clients.producer(
+            config,
+            transactional_id=transactional_id(config),
+            enable_idempotence=True,
+            transaction_timeout_ms=60_000,
+        )
+        producer.init_transactions()
+        return producer
+
+    return Publisher(config, open_store(config), connect)
 
 
 def pusher_lock(config: Settings) -> ProcessLock:

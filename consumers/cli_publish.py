@@ -6,9 +6,11 @@ import logging
 
 import click
 import msgspec
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import ProducerFencedError
 
-from consumers import bootstrap
+from adapters.settings import ConfigError
+from consumers import bootstrap, health
+from consumers.metrics import PublisherMetrics
 from consumers.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -31,23 +33,19 @@ def publish(idle_exit: float | None, as_json: bool) -> None:
     A restart resumes after the last record published (docs/analytics-feed.md)."""
     config = bootstrap.settings()
     with bootstrap.reachable(config):
-        try:
-            publisher = bootstrap.publisher(config)
-        except KafkaError as error:
-            raise click.ClickException(f"cannot start the feed's producer: {error}") from None
+        publisher = bootstrap.publisher(config)
     stop_on_signals(publisher.stop)
-    log.info(
-        "publishing the feed to %s from log position %d", config.topic_state, publisher.position
-    )
     try:
-        stats = publisher.run(idle_exit_s=idle_exit)
+        with health.serving(config, [PublisherMetrics(publisher)], publisher.not_ready):
+            stats = publisher.run(idle_exit_s=idle_exit)
     except ProducerFencedError:
         raise click.ClickException(
             "another publisher of this feed started and took over: this one stops"
         ) from None
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     finally:
         publisher.store.close()
-        publisher.producer.close(timeout=3)
     if as_json:
         click.echo(msgspec.json.encode(stats.__dict__).decode())
     else:

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consumers.ingest import Ingest
+from consumers.publisher import Publisher
 
 
 class IngestMetrics(Collector):
@@ -58,4 +59,34 @@ class IngestMetrics(Collector):
         yield GaugeMetricFamily(
             "optout_ready", "1 when the process can do its work (see /readyz)",
             value=0 if self.worker.not_ready() else 1,
+        )  # fmt: skip
+
+
+class PublisherMetrics(Collector):
+    """The analytics feed's publisher: what it published and how far behind the log it is."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.publisher.stats
+        yield CounterMetricFamily(
+            "optout_feed_records", "Records this process committed to the analytics feed",
+            value=stats.published,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "optout_feed_transactions", "Kafka transactions this process committed",
+            value=stats.transactions,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "optout_feed_position", "The event-log position the feed is published up to",
+            value=stats.position,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "optout_feed_lag", "Events in the log not yet read by the publisher (as last seen)",
+            value=max(0, self.publisher.log_end - stats.position),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "optout_ready", "1 when the process can do its work (see /readyz)",
+            value=0 if self.publisher.not_ready() else 1,
         )  # fmt: skip

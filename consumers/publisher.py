@@ -10,16 +10,19 @@ fences the first, which stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Notification, PersistenceError, Tracking
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
 
 from adapters import kafka_clients
 from adapters.outbound import (
@@ -32,6 +35,7 @@ from adapters.outbound import (
     kafka_key,
 )
 from adapters.settings import Settings
+from consumers.outage import Outage
 from domain.application import ChangeRecorder
 from domain.person import Person
 
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 PAGE = 1000  # notifications per transaction
 POLL_S = 0.2  # how often an idle publisher looks for new events
 PERSONS_KEPT = 50_000  # persons whose current state is kept between pages
+COMMIT_TIMEOUT_S = 15.0  # a transaction not committed by then: the producer starts over
 TAIL = 64  # records read back per partition at first to find the last one published
 
 
@@ -60,35 +65,82 @@ class PublishStats:
 
 
 class Publisher:
-    """Publishes one store's log to one topic. Not shared between threads."""
+    """Publishes one store's log to one topic. Not shared between threads.
 
-    def __init__(self, config: Settings, store: ChangeRecorder, producer: KafkaProducer) -> None:
-        """Built by `consumers.bootstrap.publisher`: the producer is transactional and has
-        fenced any earlier publisher of the topic (`init_transactions`)."""
+    A broker or store that stops answering is waited for: the producer is dropped and a new one
+    starts over as a restarted process would (its `init_transactions` aborts the open transaction,
+    and the position is found again), so an outage costs nothing but time.
+    """
+
+    def __init__(
+        self, config: Settings, store: ChangeRecorder, connect: Callable[[], KafkaProducer]
+    ) -> None:
+        """Built by `consumers.bootstrap.publisher`; `connect` makes a transactional producer
+        that has fenced any earlier publisher of the topic (`init_transactions`)."""
         self.config = config
         self.store = store
-        self.producer = producer
+        self.connect = connect
         self.stopping = threading.Event()
         self.stats = PublishStats()
         self.records = StateChanges(store)
-        stored = store.position(tracking_name(config)) or 0
-        self.position = max(stored, last_published(config))
-        self.stats.position = self.position
+        self.outage = Outage(f"Kafka at {config.kafka_bootstrap_servers} or the event store")
+        self.producer: KafkaProducer | None = None
+        self.position = 0
+        self.log_end = 0  # the log's last position, as last seen (for the lag)
 
     def run(self, *, idle_exit_s: float | None = None) -> PublishStats:
         """Publishes until stopped, or until nothing new came for `idle_exit_s`."""
         last_activity = time.monotonic()
-        while not self.stopping.is_set():
-            if self.step():
-                last_activity = time.monotonic()
-                continue
-            if idle_exit_s is not None and time.monotonic() - last_activity >= idle_exit_s:
-                break
-            self.stopping.wait(POLL_S)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if self.producer is None:
+                        self._start()
+                    if self.step():
+                        self.outage.answered()
+                        last_activity = time.monotonic()
+                        continue
+                    self.outage.answered()
+                except ProducerFencedError:
+                    raise  # another publisher took over: not weather
+                except (KafkaError, PersistenceError, TimeoutError) as error:
+                    self._drop_producer()
+                    self.stopping.wait(self.outage.failed(error))
+                    continue
+                if idle_exit_s is not None and time.monotonic() - last_activity >= idle_exit_s:
+                    break
+                self.stopping.wait(POLL_S)
+        finally:
+            self._drop_producer(timeout_s=3.0)
         return self.stats
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def not_ready(self) -> list[str]:
+        """Why the feed is not being published now (empty: it is), for /readyz."""
+        reasons = ["stopping"] if self.stopping.is_set() else []
+        if self.outage.ongoing:
+            reasons.append(f"{self.outage.what} does not answer")
+        elif self.producer is None:
+            reasons.append("starting: finding where the feed ends")
+        return reasons
+
+    def _start(self) -> None:
+        """A producer, and where to resume: the later of the store's and the topic's position."""
+        self.producer = self.connect()
+        stored = self.store.position(tracking_name(self.config)) or 0
+        self.position = max(stored, last_published(self.config))
+        self.stats.position = self.position
+        log.info(
+            "publishing the feed to %s from log position %d", self.config.topic_state, self.position
+        )
+
+    def _drop_producer(self, timeout_s: float = 0.0) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(KafkaError):
+                self.producer.close(timeout=timeout_s)
+            self.producer = None
 
     def step(self) -> bool:
         """One page: its records in one transaction, then the position in the store."""
@@ -96,7 +148,9 @@ class Publisher:
             self.position, PAGE, inclusive_of_start=False
         )
         if not page:
+            self.log_end = self.position
             return False
+        assert self.producer is not None
         records = [record for n in page for record in self.records.of(n)]
         if records:
             self.producer.begin_transaction()
@@ -107,10 +161,11 @@ class Publisher:
                     value=encode(record),
                     headers=[(POSITION_HEADER, str(record.position).encode("ascii"))],
                 )
-            self.producer.commit_transaction()  # flushes; raises if any send failed
+            _commit(self.producer, COMMIT_TIMEOUT_S)
             self.stats.transactions += 1
             self.stats.published += len(records)
         self.position = page[-1].id
+        self.log_end = max(self.log_end, self.position)
         self.stats.read += len(page)
         self.stats.position = self.position
         self._keep_position()
@@ -201,6 +256,20 @@ class StateChanges:
         self._persons.move_to_end(person.id)
         if len(self._persons) > PERSONS_KEPT:
             self._persons.popitem(last=False)
+
+
+def _commit(producer: KafkaProducer, timeout_s: float) -> None:
+    """`commit_transaction`, bounded. kafka-python 3.0.x waits for the commit without limit (the
+    Java client stops at max.block.ms), so a broker gone mid-commit would hang the publisher; on
+    a timeout the caller drops the producer, and the next one's `init_transactions` completes
+    or aborts the transaction, whichever the broker had begun."""
+    producer.flush(timeout=timeout_s)  # KafkaTimeoutError; a failed send fails the commit below
+    result = producer._transaction_manager.begin_commit()
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=int(timeout_s * 1000)):
+        raise KafkaTimeoutError(
+            f"the feed's transaction was not committed within {timeout_s:.0f} s"
+        )
 
 
 def last_published(config: Settings) -> int:

@@ -146,7 +146,7 @@ def test_sigkill_at_random_instants_loses_and_duplicates_nothing(
     stream.start()
     kills = kills_while_streaming = kills_after_writing = 0
     # Static membership lets a restarted worker take its partitions back at once.
-    while kills < 20 or stream.is_alive():
+    while kills_after_writing < 20 or stream.is_alive():  # on a busy machine: more kills
         before = total_stored(config)
         worker = ingest_workers.start(config, OPTOUT_GROUP_INSTANCE_ID="killed-worker")
         # Kill once this incarnation has written something (or has nothing to write yet), at a

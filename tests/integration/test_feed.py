@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from domain.application import Change, ChangeKind
 from domain.identity import aggregate_id, person_key
 from domain.person import Provenance
 from tests.integration.ingest_harness import REPO, env_of, isolated_settings, wait_for
+from tests.integration.private_broker import PrivateBroker
+from tests.integration.test_health_endpoints import free_port, get, metric, ready
 from tests.tools import kcat_read
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -155,3 +158,46 @@ def test_the_feed_after_kills_holds_every_state_change_once_valid_and_in_order(
     assert lines[-2].endswith(f"from log position {last_record}"), lines[-2]
     assert lines[-1].startswith("published 0 records"), lines[-1]
     assert len(kcat_read(config.kafka_bootstrap_servers, config.topic_state)) == len(records)
+
+
+@pytest.fixture
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tmp_path_factory.mktemp("private-kafka"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def test_a_publisher_waits_out_a_broker_outage_and_publishes_each_record_once(
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
+    config = isolated_settings(broker.bootstrap, f"sqlite:///{tmp_path / 'e.sqlite'}", tmp_path)
+    store = bootstrap.open_store(config, writer=True)
+    log_path = tmp_path / "publisher.log"
+    port = free_port()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "consumers", "-v", "publish"], cwd=REPO,
+            env=env_of(config, OPTOUT_METRICS_PORT=str(port)), stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        store.record([_change(ChangeKind.UNSUBSCRIBED, f"before-{i}", T0) for i in range(100)])
+        wait_for(lambda: metric(port, "optout_feed_records_total") == 100, 120,
+                 "the first 100 records", log_path.read_text)  # fmt: skip
+        broker.stop()
+        store.record([_change(ChangeKind.UNSUBSCRIBED, f"during-{i}", T0) for i in range(100)])
+        wait_for(lambda: not ready(port), 120, "/readyz to say not ready", log_path.read_text)
+        assert "does not answer" in get(port, "/readyz")[1]
+        broker.start()
+        wait_for(lambda: metric(port, "optout_feed_records_total") == 200, 180,
+                 "the records recorded during the outage", log_path.read_text)  # fmt: skip
+        assert ready(port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        store.close()
+    records = kcat_read(config.kafka_bootstrap_servers, config.topic_state)
+    dedup_keys = [json.loads(value)["dedup_key"] for _, value in records]
+    assert len(dedup_keys) == len(set(dedup_keys)) == 200
