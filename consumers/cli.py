@@ -18,6 +18,7 @@ VERBS: dict[str, str] = {
     "init": "consumers.cli_init:init",
     "ingest": "consumers.cli_ingest:ingest",
     "push": "consumers.cli_push:push",
+    "nightly": "consumers.cli_nightly:nightly",
     "person": "consumers.cli_person:person",
     "forget": "consumers.cli_forget:forget",
     "dlq": "consumers.cli_dlq:dlq",

@@ -1,0 +1,479 @@
+"""The nightly bidirectional pass: Salesforce's checked opt-outs come home, ours go out.
+
+1. Read every person here (one sweep of the store) and what is owed to Salesforce.
+2. Read Salesforce — nothing is written before every read has succeeded, so a missing opt-out
+   field (a query naming it is refused) leaves the store and the org untouched:
+   - the first pass reads every checked Contact and Lead through a Bulk API 2.0 query job;
+   - later passes read what changed since the object's `SystemModstamp` watermark, less an
+     overlap (modstamps are not strictly ordered across transactions), by REST pages — or by a
+     Bulk query when that read is large;
+   - records of persons whose unsubscribe was removed since the last pass are read by id (a
+     record still checked is a conflict even if it did not change).
+3. Record the unsubscribes (`domain.nightly`), in chunks ordered by modstamp, each chunk in one
+   transaction with the object's watermark (`Tracking("nightly:Contact", epoch ms)`): a crash
+   re-reads from the last chunk stored, and each change's derived identity makes a repeat
+   harmless.
+4. Record what Salesforce already holds (records seen checked) as accepted, push the rest
+   (`consumers.nightly_push`), and record the outcomes.
+5. Record the pass itself (`domain.nightly_pass`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import msgspec
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import get_topic
+from simple_salesforce.format import format_soql
+
+from adapters.salesforce import STANDARD_OPT_OUT, FieldMissing, OptOutTarget, SalesforceOrg
+from adapters.salesforce_bulk import REST_PAGE, bulk_query, parse_modstamp, query_rows
+from adapters.salesforce_client import OrgClient, RequestRefused
+from adapters.settings import Settings
+from consumers.nightly_push import NightlyPush
+from domain.application import Change, ChangeRecorder, ChangesFailed, refusal_of
+from domain.identity import AddressKeys, RecordType, aggregate_id, to_18
+from domain.nightly import (
+    CheckedRecord,
+    Persons,
+    PullPlan,
+    log_position,
+    removed_since,
+)
+from domain.nightly_pass import MANUAL, NightlyPass
+from domain.opt_out_field import OptOutField
+from domain.person import Person
+from domain.push import Accepted, Outcome, Owed, record_outcomes
+
+log = logging.getLogger(__name__)
+
+OBJECTS = (RecordType.CONTACT, RecordType.LEAD)
+IMPORT_CHUNK = 1000  # changes per transaction (with the watermark they reach)
+OUTCOME_CHUNK = 500  # outcomes per transaction
+REST_MOST = 3 * REST_PAGE  # an incremental read larger than this goes through a Bulk query
+CHECK_BATCH = 300  # record ids per read of removed persons' records
+RECORD_ATTEMPTS = 5  # an ingest writing the same persons meanwhile makes an attempt fail
+BULK_QUERY_CALLS = 3  # create, one poll, one page of results
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?!\n)$")
+
+
+def tracking_name(object_type: RecordType) -> str:
+    return f"nightly:{object_type}"
+
+
+def epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+class PassRefused(Exception):
+    """The pass cannot run (the nightly sync is off, the opt-out field is missing): nothing was
+    written anywhere."""
+
+
+class ConflictView(msgspec.Struct, frozen=True, kw_only=True):
+    record_id: str
+    person_key: str
+
+
+class PassPlan(msgspec.Struct, kw_only=True):
+    """What a pass would do (`--dry-run`), or did."""
+
+    read: int  # checked records read from Salesforce
+    full_reads: list[str]  # objects read in full (the first pass), the others since a watermark
+    to_import: int
+    already_known: int
+    conflicts: list[ConflictView]
+    to_push: int
+    push_by: str  # collections | bulk | nothing
+    pending_link: int
+    estimated_api_calls: int
+
+
+class PassReport(msgspec.Struct, kw_only=True):
+    slot: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: str  # done | failed
+    error: str | None
+    read: int
+    imported: int
+    pushed: int
+    accepted: int
+    failed: int
+    pending_link: int
+    conflicts: list[ConflictView]
+    api_calls: int
+    log_position: int
+
+
+@dataclass
+class _Read:
+    object_type: RecordType
+    records: list[CheckedRecord] = field(default_factory=list)
+    watermark: datetime | None = None  # where the next incremental read starts (before overlap)
+    full: bool = False
+    checks: int = 0  # reads of removed persons' records
+
+
+@dataclass
+class _Prepared:
+    persons: Persons
+    owed: list[Owed]
+    pending_link: int
+    target: OptOutTarget
+    reads: list[_Read]
+    plan: PullPlan
+    log_position: int
+    seen_at: datetime
+
+    @property
+    def checked(self) -> set[str]:
+        return {record.record_id for read in self.reads for record in read.records}
+
+    def to_push(self) -> list[Owed]:
+        checked = self.checked
+        return [owed for owed in self.owed if owed.record_id not in checked]
+
+
+@dataclass
+class NightlyRun:
+    """One pass over one store and one org. Not shared between threads."""
+
+    store: ChangeRecorder
+    org: SalesforceOrg
+    client: OrgClient
+    config: Settings
+    keys: AddressKeys
+    progress: Callable[[str], None] = lambda _: None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    # --- the two ways to run ----------------------------------------------------------------
+    def plan(self) -> PassPlan:
+        """The plan, reading only (GET requests), writing nothing anywhere."""
+        prepared = self._prepare(dry_run=True)
+        return self._plan_of(prepared)
+
+    def run(self, slot: str | None = None) -> PassReport:
+        """Runs the pass and records it; raises PassRefused (nothing written) when it cannot."""
+        started = self.clock()
+        calls = self.org.calls_made
+        slot = slot or f"{MANUAL}:{started.isoformat(timespec='microseconds')}"
+        prepared = self._prepare(dry_run=False)
+        report = PassReport(
+            slot=slot,
+            started_at=started,
+            finished_at=started,
+            outcome="done",
+            error=None,
+            read=sum(len(read.records) for read in prepared.reads),
+            imported=0,
+            pushed=0,
+            accepted=0,
+            failed=0,
+            pending_link=prepared.pending_link,
+            conflicts=[
+                ConflictView(record_id=c.record_id, person_key=c.person_key)
+                for c in prepared.plan.conflicts
+            ],
+            api_calls=0,
+            log_position=prepared.log_position,
+        )
+        try:
+            self._write(prepared, report)
+        except Exception as error:
+            report.outcome, report.error = "failed", f"{type(error).__name__}: {error}"[:1000]
+            report.slot = f"{slot}!failed@{self.clock().isoformat(timespec='seconds')}"
+            raise
+        finally:
+            report.finished_at = self.clock()
+            report.api_calls = self.org.calls_made - calls
+            if report.outcome == "failed" or report.error is None:
+                self._record_pass(report)
+        for conflict in report.conflicts:
+            log.warning(
+                "conflict: the unsubscribe of %s was removed here but Salesforce record %s is "
+                "still checked; it is back (uncheck the record in Salesforce to keep it removed)",
+                conflict.person_key,
+                conflict.record_id,
+            )
+        return report
+
+    # --- reading ---------------------------------------------------------------------------
+    def _prepare(self, *, dry_run: bool) -> _Prepared:
+        seen_at = self.clock()
+        position = log_position(self.store)
+        self.progress("reading the store")
+        persons = Persons.read(self.store)
+        owed_all = persons.owed()
+        owed = [o for o in owed_all if o.record_id is not None]
+        target = self._target(describe=bool(owed))
+        previous = last_done(self.store)
+        removed = self._removed_records(persons, previous.log_position if previous else 0)
+        reads = []
+        for object_type in OBJECTS:
+            self.progress(f"reading checked {object_type}s from Salesforce")
+            reads.append(self._pull(object_type, target.on(object_type), removed, dry_run))
+        records = [record for read in reads for record in read.records]
+        plan = persons.plan_pull(records, self.keys, seen_at)
+        return _Prepared(
+            persons, owed, len(owed_all) - len(owed), target, reads, plan, position, seen_at
+        )
+
+    def _target(self, *, describe: bool) -> OptOutTarget:
+        """The field's API names: described when the pass will write (is it a writable checkbox?)
+        or when only its label names it; otherwise a query naming it proves it exists."""
+        choice, named = self.config.opt_out_field, self.config.marketo_field_name
+        if describe or (choice is OptOutField.MARKETO_SALES_OPT_OUT and not named):
+            try:
+                return self.org.find_opt_out_field(choice, named)
+            except FieldMissing as missing:
+                raise PassRefused(_field_missing(missing)) from None
+        name = STANDARD_OPT_OUT if choice is OptOutField.EMAIL_OPT_OUT else str(named)
+        return OptOutTarget(choice=choice, contact=name, lead=name)
+
+    def _removed_records(self, persons: Persons, since: int) -> set[str]:
+        """Records of persons whose unsubscribe was removed since the last pass, still removed."""
+        keys = {aggregate_id(key): key for key in persons.by_key}
+        found = set()
+        for person_id in removed_since(self.store, since):
+            key = keys.get(person_id)
+            person = persons.by_key.get(key) if key else None
+            if key and person is not None and person.salesforce_id and persons.removed(key):
+                found.add(to_18(person.salesforce_id))
+        return found
+
+    def _pull(
+        self, object_type: RecordType, field_name: str, removed: set[str], dry_run: bool
+    ) -> _Read:
+        read = _Read(object_type)
+        if not _API_NAME.match(field_name):
+            raise PassRefused(f"not a Salesforce field API name: {field_name!r}")
+        base = format_soql(
+            "SELECT Id, Email, SystemModstamp FROM {sobject:literal} WHERE {field:literal} = true",
+            sobject=str(object_type),
+            field=field_name,
+        )
+        stored = self.store.position(tracking_name(object_type))
+        try:
+            if stored is None:
+                read.full = True
+                if dry_run:
+                    rows, _ = query_rows(self.client, base)
+                else:
+                    result = bulk_query(self.client, base, self.sleep)
+                    rows, read.watermark = result.rows, result.started_at
+            else:
+                since = datetime.fromtimestamp(stored / 1000, UTC) - self.config.nightly_overlap
+                soql = f"{base} AND SystemModstamp >= {since:%Y-%m-%dT%H:%M:%SZ}"
+                rows, total = query_rows(self.client, soql, most=None if dry_run else REST_MOST)
+                if total > len(rows):
+                    rows = bulk_query(self.client, soql, self.sleep).rows
+            read.records = [_checked(row) for row in rows]
+            if not read.full:
+                prefix = "003" if object_type is RecordType.CONTACT else "00Q"
+                seen = {record.record_id for record in read.records}
+                ids = sorted(r for r in removed if r.startswith(prefix) and r not in seen)
+                for start in range(0, len(ids), CHECK_BATCH):
+                    soql = format_soql(
+                        base + " AND Id IN {ids}", ids=ids[start : start + CHECK_BATCH]
+                    )
+                    rows, _ = query_rows(self.client, soql)
+                    read.records.extend(_checked(row) for row in rows)
+                    read.checks += 1
+        except RequestRefused as refused:
+            if refused.code == "INVALID_FIELD":
+                missing = FieldMissing(
+                    str(object_type), field_name, "no such field in this org (OPTOUT_OPT_OUT_FIELD)"
+                )
+                raise PassRefused(_field_missing(missing)) from None
+            raise
+        stamps = [record.modstamp for record in read.records]
+        if stamps:
+            read.watermark = max([*stamps, *([read.watermark] if read.watermark else [])])
+        return read
+
+    # --- writing ---------------------------------------------------------------------------
+    def _write(self, prepared: _Prepared, report: PassReport) -> None:
+        by_object: dict[RecordType, list[tuple[CheckedRecord, Change]]] = {o: [] for o in OBJECTS}
+        for record, change in prepared.plan.changes:
+            by_object[record.object_type].append((record, change))
+        for read in prepared.reads:
+            imported, refused = self._import(read, by_object[read.object_type])
+            report.imported += imported
+            report.failed += refused
+        observed: list[Outcome] = [
+            self._observed(key, record_id, modstamp, prepared.target)
+            for key, record_id, modstamp in [
+                *((o.key, o.record_id, o.modstamp) for o in prepared.plan.observed),
+                *((c.person_key, r.record_id, r.modstamp) for r, c in prepared.plan.changes),
+            ]
+        ]
+        self._record_outcomes(observed, "recording what Salesforce already holds")
+        owed = prepared.to_push()
+        if owed:
+            self.progress(f"pushing {len(owed)} opt-outs to Salesforce")
+            pusher = NightlyPush(
+                self.org, self.client, prepared.target, self.config.nightly_bulk_from, self.sleep
+            )
+            tally = pusher.push(owed)
+            report.pushed += tally.sent
+            report.accepted += tally.accepted
+            report.failed += tally.failed
+            self._record_outcomes(tally.outcomes, "recording what Salesforce did")
+
+    def _import(self, read: _Read, changes: list[tuple[CheckedRecord, Change]]) -> tuple[int, int]:
+        """(recorded, refused): chunks in modstamp order, each with the watermark it reaches."""
+        name = tracking_name(read.object_type)
+        stored = self.store.position(name) or 0
+        imported = refused = 0
+        ordered = sorted(changes, key=lambda pair: pair[0].modstamp)
+        for start in range(0, len(ordered), IMPORT_CHUNK):
+            chunk = ordered[start : start + IMPORT_CHUNK]
+            valid = [change for _, change in chunk if refusal_of(change) is None]
+            refused += len(chunk) - len(valid)
+            position = max(stored + 1, epoch_ms(chunk[-1][0].modstamp))
+            recorded, failed = self._record(valid, Tracking(name, position))
+            imported, refused, stored = imported + recorded, refused + failed, position
+            self.progress(f"imported {imported} of {len(ordered)} {read.object_type} unsubscribes")
+        if read.watermark is not None and epoch_ms(read.watermark) > stored:
+            self._record([], Tracking(name, epoch_ms(read.watermark)))
+        return imported, refused
+
+    def _record(self, changes: Sequence[Change], position: Tracking) -> tuple[int, int]:
+        """(recorded, refused by the domain); retried when an ingest changed a person meanwhile."""
+        refused = 0
+        pending = list(changes)
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                batch = self.store.record(pending, position)
+                return batch.recorded, refused
+            except ChangesFailed as failed:
+                for index, error in sorted(failed.failures.items(), reverse=True):
+                    log.warning("a pulled change was refused by the domain: %s", error)
+                    del pending[index]
+                    refused += 1
+            except IntegrityError:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    raise
+        return 0, refused
+
+    def _observed(
+        self, key: str, record_id: str, modstamp: datetime, target: OptOutTarget
+    ) -> Accepted:
+        object_type = RecordType.CONTACT if record_id.startswith("003") else RecordType.LEAD
+        return Accepted(
+            key, record_id, str(object_type), target.on(object_type), record_id, None, modstamp
+        )
+
+    def _record_outcomes(self, outcomes: Sequence[Outcome], what: str) -> None:
+        for start in range(0, len(outcomes), OUTCOME_CHUNK):
+            record_outcomes(self.store, outcomes[start : start + OUTCOME_CHUNK], None)
+            self.progress(f"{what}: {min(start + OUTCOME_CHUNK, len(outcomes))} of {len(outcomes)}")
+
+    def _record_pass(self, report: PassReport) -> None:
+        recorded = NightlyPass(
+            slot=report.slot,
+            started_at=report.started_at,
+            finished_at=report.finished_at,
+            outcome=report.outcome,
+            error=report.error,
+            read=report.read,
+            imported=report.imported,
+            pushed=report.pushed,
+            accepted=report.accepted,
+            failed=report.failed,
+            pending_link=report.pending_link,
+            conflicts=[msgspec.structs.asdict(c) for c in report.conflicts],
+            api_calls=report.api_calls,
+            log_position=report.log_position,
+        )
+        self.store.save_with_position([cast(Person, recorded)], None)
+
+    # --- the plan --------------------------------------------------------------------------
+    def _plan_of(self, prepared: _Prepared) -> PassPlan:
+        owed = prepared.to_push()
+        bulk = len(owed) >= self.config.nightly_bulk_from
+        return PassPlan(
+            read=sum(len(read.records) for read in prepared.reads),
+            full_reads=[str(read.object_type) for read in prepared.reads if read.full],
+            to_import=len(prepared.plan.changes),
+            already_known=prepared.plan.known,
+            conflicts=[
+                ConflictView(record_id=c.record_id, person_key=c.person_key)
+                for c in prepared.plan.conflicts
+            ],
+            to_push=len(owed),
+            push_by="nothing" if not owed else "bulk" if bulk else "collections",
+            pending_link=prepared.pending_link,
+            estimated_api_calls=estimate_calls(prepared.reads, owed, bulk),
+        )
+
+
+def estimate_calls(reads: Sequence[_Read], owed: Sequence[Owed], bulk: bool) -> int:
+    """API calls a pass would spend: reads, the field's describe when writing, the push."""
+    calls = 0
+    for read in reads:
+        if read.full:
+            calls += BULK_QUERY_CALLS
+        else:
+            calls += max(1, math.ceil((len(read.records) - read.checks) / REST_PAGE)) + read.checks
+    if owed:
+        calls += 2  # describe Contact and Lead: is the field a writable checkbox?
+        if bulk:
+            objects = {o.object_type for o in owed}
+            calls += 5 * len(objects)  # create, upload, close, poll, failed rows
+        else:
+            calls += math.ceil(len(owed) / 200)
+    return calls
+
+
+def _checked(row: dict[str, Any]) -> CheckedRecord:
+    return CheckedRecord(
+        record_id=to_18(str(row["Id"])),
+        modstamp=parse_modstamp(str(row["SystemModstamp"])),
+        email=str(row.get("Email") or "") or None,
+    )
+
+
+def _field_missing(missing: FieldMissing) -> str:
+    return (
+        f"the opt-out field is missing: {missing} — nothing was read into the store or written "
+        "to Salesforce (OPTOUT_OPT_OUT_FIELD / OPTOUT_MARKETO_FIELD_NAME)"
+    )
+
+
+# --- the record of passes -------------------------------------------------------------------
+def passes(store: ChangeRecorder) -> Iterator[NightlyPass.Recorded]:
+    """Every recorded pass, oldest first."""
+    start: int | None = None
+    topics = [get_topic(NightlyPass.Recorded)]
+    while True:
+        found = store.recorder.select_notifications(
+            start, 1000, topics=topics, inclusive_of_start=start is None
+        )
+        for notification in found:
+            event = store.mapper.to_domain_event(notification)
+            assert isinstance(event, NightlyPass.Recorded)
+            yield event
+        if len(found) < 1000:
+            return
+        start = found[-1].id
+
+
+def last_done(store: ChangeRecorder) -> NightlyPass.Recorded | None:
+    done = [p for p in passes(store) if p.outcome == "done"]
+    return done[-1] if done else None
+
+
+def recorded_slots(store: ChangeRecorder) -> set[str]:
+    """The slots whose pass is done."""
+    return {p.slot for p in passes(store) if p.outcome == "done"}
