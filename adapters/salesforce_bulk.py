@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 import msgspec
 from simple_salesforce import Salesforce
+from simple_salesforce.format import format_soql
 
 from adapters.salesforce_client import (
     OrgClient,
@@ -261,3 +263,44 @@ def _error(text: str) -> tuple[str, str]:
 def field_missing_code(error: RequestRefused) -> bool:
     """A query naming a field the org does not have is refused with INVALID_FIELD."""
     return error.code == "INVALID_FIELD"
+
+
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?!\n)$")
+LOOKUP_BATCH = 300  # ids per `Id IN (...)` read: the URI stays far under its 16,384 bytes
+
+
+def checked_soql(
+    object_type: RecordType,
+    field: str,
+    *,
+    since: datetime | None = None,
+    ids: Sequence[str] | None = None,
+) -> str:
+    """Every Contact or Lead whose opt-out checkbox is checked (changed since, or among ids)."""
+    if not _API_NAME.match(field):
+        raise ValueError(f"not a Salesforce field API name: {field!r}")
+    soql = format_soql(
+        "SELECT Id, Email, SystemModstamp FROM {sobject:literal} WHERE {field:literal} = true",
+        sobject=str(object_type),
+        field=field,
+    )
+    if since is not None:
+        soql += f" AND SystemModstamp >= {since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    if ids is not None:
+        soql += format_soql(" AND Id IN {ids}", ids=list(ids))
+    return soql
+
+
+def converted_contacts(client: OrgClient, lead_ids: Sequence[str]) -> dict[str, str]:
+    """ConvertedContactId of each converted Lead that has one (18-character ids both sides)."""
+    found: dict[str, str] = {}
+    for start in range(0, len(lead_ids), LOOKUP_BATCH):
+        soql = format_soql(
+            "SELECT Id, ConvertedContactId FROM Lead WHERE Id IN {ids}",
+            ids=list(lead_ids[start : start + LOOKUP_BATCH]),
+        )
+        page = client.query_page("converted leads", soql, private=False)
+        for row in page.get("records", []):
+            if row.get("ConvertedContactId"):
+                found[to_18(row["Id"])] = to_18(row["ConvertedContactId"])
+    return found

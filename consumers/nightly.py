@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,10 +31,15 @@ from typing import Any, cast
 import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
-from simple_salesforce.format import format_soql
 
 from adapters.salesforce import STANDARD_OPT_OUT, FieldMissing, OptOutTarget, SalesforceOrg
-from adapters.salesforce_bulk import REST_PAGE, bulk_query, parse_modstamp, query_rows
+from adapters.salesforce_bulk import (
+    REST_PAGE,
+    bulk_query,
+    checked_soql,
+    parse_modstamp,
+    query_rows,
+)
 from adapters.salesforce_client import OrgClient, RequestRefused
 from adapters.settings import Settings
 from consumers.nightly_push import NightlyPush
@@ -62,7 +66,6 @@ REST_MOST = 3 * REST_PAGE  # an incremental read larger than this goes through a
 CHECK_BATCH = 300  # record ids per read of removed persons' records
 RECORD_ATTEMPTS = 5  # an ingest writing the same persons meanwhile makes an attempt fail
 BULK_QUERY_CALLS = 3  # create, one poll, one page of results
-_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?!\n)$")
 
 
 def tracking_name(object_type: RecordType) -> str:
@@ -255,25 +258,19 @@ class NightlyRun:
         self, object_type: RecordType, field_name: str, removed: set[str], dry_run: bool
     ) -> _Read:
         read = _Read(object_type)
-        if not _API_NAME.match(field_name):
-            raise PassRefused(f"not a Salesforce field API name: {field_name!r}")
-        base = format_soql(
-            "SELECT Id, Email, SystemModstamp FROM {sobject:literal} WHERE {field:literal} = true",
-            sobject=str(object_type),
-            field=field_name,
-        )
         stored = self.store.position(tracking_name(object_type))
         try:
             if stored is None:
                 read.full = True
                 if dry_run:
-                    rows, _ = query_rows(self.client, base)
+                    rows, _ = query_rows(self.client, checked_soql(object_type, field_name))
                 else:
-                    result = bulk_query(self.client, base, self.sleep)
+                    soql = checked_soql(object_type, field_name)
+                    result = bulk_query(self.client, soql, self.sleep)
                     rows, read.watermark = result.rows, result.started_at
             else:
                 since = datetime.fromtimestamp(stored / 1000, UTC) - self.config.nightly_overlap
-                soql = f"{base} AND SystemModstamp >= {since:%Y-%m-%dT%H:%M:%SZ}"
+                soql = checked_soql(object_type, field_name, since=since)
                 rows, total = query_rows(self.client, soql, most=None if dry_run else REST_MOST)
                 if total > len(rows):
                     rows = bulk_query(self.client, soql, self.sleep).rows
@@ -283,8 +280,8 @@ class NightlyRun:
                 seen = {record.record_id for record in read.records}
                 ids = sorted(r for r in removed if r.startswith(prefix) and r not in seen)
                 for start in range(0, len(ids), CHECK_BATCH):
-                    soql = format_soql(
-                        base + " AND Id IN {ids}", ids=ids[start : start + CHECK_BATCH]
+                    soql = checked_soql(
+                        object_type, field_name, ids=ids[start : start + CHECK_BATCH]
                     )
                     rows, _ = query_rows(self.client, soql)
                     read.records.extend(_checked(row) for row in rows)

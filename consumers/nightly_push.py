@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from simple_salesforce.format import format_soql
-
 from adapters.salesforce import (
     ApiLimitReached,
     BudgetSpent,
@@ -27,17 +25,16 @@ from adapters.salesforce import (
     SalesforceFailure,
     SalesforceOrg,
 )
-from adapters.salesforce_bulk import BulkUpdateResult, bulk_update
+from adapters.salesforce_bulk import BulkUpdateResult, bulk_update, converted_contacts
 from adapters.salesforce_client import OrgClient
 from adapters.salesforce_push import CONVERTED_LEAD, classify
-from domain.identity import RecordType, to_18
+from domain.identity import RecordType
 from domain.person import WaitingReason
 from domain.push import Accepted, Outcome, Owed, Refused, Waiting
 
 RETRIES = 3  # attempts within the pass for a locked row or an unavailable org
 RETRY_PAUSE_S = (1.0, 3.0)
 BULK_JOB_FAILED = "BULK_JOB_FAILED"
-LOOKUP_BATCH = 300  # lead ids per ConvertedContactId query (the URI stays far under its limit)
 
 
 @dataclass
@@ -191,7 +188,9 @@ class NightlyPush:
                     if (f := failures.get(str(o.record_id))) and f.code == CONVERTED_LEAD
                 ]
                 contact_of = (
-                    self._converted_contacts([str(o.record_id) for o in turned]) if turned else {}
+                    converted_contacts(self.client, [str(o.record_id) for o in turned])
+                    if turned
+                    else {}
                 )
                 for person in leads:
                     failure = failures.get(str(person.record_id))
@@ -304,16 +303,3 @@ class NightlyPush:
             tally.outcomes.append(Waiting(owed.key, WaitingReason.API_LIMIT, message))
         else:
             self._refused(owed, code, message, tally, will_retry=False)
-
-    def _converted_contacts(self, lead_ids: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for start in range(0, len(lead_ids), LOOKUP_BATCH):
-            soql = format_soql(
-                "SELECT Id, ConvertedContactId FROM Lead WHERE Id IN {ids}",
-                ids=lead_ids[start : start + LOOKUP_BATCH],
-            )
-            page = self.client.query_page("converted leads", soql, private=False)
-            for row in page.get("records", []):
-                if row.get("ConvertedContactId"):
-                    found[to_18(row["Id"])] = to_18(row["ConvertedContactId"])
-        return found

@@ -87,7 +87,7 @@ def change_id(record_id: str, modstamp: datetime, answers: UUID | None) -> UUID:
 class Persons:
     """Every person and address of the store, with their one answer, read in one sweep."""
 
-    def __init__(self, persons: Iterable[Person]) -> None:
+    def __init__(self, persons: Iterable[Person], written: dict[str, str] | None = None) -> None:
         self.by_key: dict[str, Person] = {person.key: person for person in persons}
         carriers: dict[str, list[Person]] = {}
         for person in self.by_key.values():
@@ -109,10 +109,15 @@ class Persons:
         for key, person in self.by_key.items():
             if person.salesforce_id:
                 self.by_record.setdefault(to_18(person.salesforce_id), []).append(key)
+        # A converted Lead's contact, written by a push for the Lead's person, is that person's.
+        for record_id, key in (written or {}).items():
+            if key in self.by_key and key not in self.by_record.get(record_id, []):
+                self.by_record.setdefault(record_id, []).append(key)
 
     @classmethod
     def read(cls, store: ChangeRecorder) -> Persons:
-        return cls(read_persons(store))
+        written: dict[str, str] = {}
+        return cls(list(read_persons(store, written)), written)
 
     def owed(self) -> list[Owed]:
         """Every push owed (or waiting for a link), by the live push's own rule."""
@@ -146,7 +151,8 @@ class Persons:
                 plan.observed.extend(
                     Observed(key, record.record_id, record.modstamp)
                     for key in opted_out
-                    if self.by_key[key].accepted_record != record.record_id
+                    if self._own_record(key) == record.record_id
+                    and self.by_key[key].accepted_record != record.record_id
                 )
                 continue
             removed = [key for key in linked if self.removed(key)]
@@ -156,6 +162,10 @@ class Persons:
             if target is not None and removed:
                 plan.conflicts.append(Conflict(record.record_id, target))
         return plan
+
+    def _own_record(self, key: str) -> str | None:
+        linked = self.by_key[key].salesforce_id
+        return to_18(linked) if linked else None
 
     def _change(
         self, record: CheckedRecord, target: str | None, keys: AddressKeys, seen_at: datetime
@@ -197,25 +207,35 @@ class Persons:
         )
 
 
-def read_persons(store: ChangeRecorder) -> Iterator[Person]:
-    """Every person and address in the store, read by histories a chunk at a time."""
+def read_persons(store: ChangeRecorder, written: dict[str, str]) -> Iterator[Person]:
+    """Every person and address in the store, read by histories a chunk at a time; `written`
+    gains each record a push wrote instead of the person's own (a converted Lead's contact)."""
     ids: list[UUID] = []
     for notification in _notifications(store, [get_topic(Person.Registered)]):
         ids.append(notification.originator_id)
         if len(ids) >= LOAD_CHUNK:
-            yield from _project(store, ids)
+            yield from _project(store, ids, written)
             ids = []
     if ids:
-        yield from _project(store, ids)
+        yield from _project(store, ids, written)
 
 
-def _project(store: ChangeRecorder, ids: Sequence[UUID]) -> Iterator[Person]:
+def _project(
+    store: ChangeRecorder, ids: Sequence[UUID], written: dict[str, str]
+) -> Iterator[Person]:
     histories = store.index.histories(ids)
     for person_id in ids:
         stored = histories.get(person_id)
         if stored:
-            person = project_aggregate(None, map(store.mapper.to_domain_event, stored))
+            events = [store.mapper.to_domain_event(event) for event in stored]
+            person = project_aggregate(None, events)
             if isinstance(person, Person):
+                for event in events:
+                    if (
+                        isinstance(event, Person.OptOutAccepted)
+                        and event.written_id != event.record_id
+                    ):
+                        written[event.written_id] = person.key
                 yield person
 
 
