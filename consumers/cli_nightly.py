@@ -135,7 +135,9 @@ def _schedule(config: Settings, stopping: threading.Event, progress: object) -> 
         except click.ClickException as error:
             log.error("nightly pass of %s failed: %s (tried again later)", slot, error.message)
             return False
-        if report is not None:
+        if report is None:
+            log.warning("nightly pass of %s: already run (by another scheduler)", slot)
+        else:
             log.warning("nightly pass of %s: %s", slot, _summary(report))
         return True
 
