@@ -135,6 +135,9 @@ def _schedule(config: Settings, stopping: threading.Event, progress: object) -> 
         except click.ClickException as error:
             log.error("nightly pass of %s failed: %s (tried again later)", slot, error.message)
             return False
+        except Exception:  # the scheduler outlives a failed pass: it is tried again later
+            log.exception("nightly pass of %s failed (tried again later)", slot)
+            return False
         if report is None:
             log.warning("nightly pass of %s: already run (by another scheduler)", slot)
         else:
