@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import date
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ from consumers.nightly_schedule import Schedule, run_schedule
 from consumers.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
 
 
 @click.command()
@@ -74,10 +76,10 @@ def nightly(now: bool, dry_run: bool, history: bool, as_json: bool, quiet: bool)
     _schedule(config, stopping, progress)
 
 
-def _runner(config: Settings, progress: object) -> NightlyRun:
+def _runner(config: Settings, progress: Progress) -> NightlyRun:
     try:
         with bootstrap.reachable(config):
-            return bootstrap.nightly(config, progress)  # type: ignore[arg-type]
+            return bootstrap.nightly(config, progress)
     except SalesforceFailure as error:  # a refused login
         raise click.ClickException(f"Salesforce: {error}") from None
     except ConfigError as error:  # no org configured
@@ -94,7 +96,7 @@ def _refusing(call):  # type: ignore[no-untyped-def]
 
 
 def _locked_pass(
-    config: Settings, slot: date | None, stopping: threading.Event, progress: object
+    config: Settings, slot: date | None, stopping: threading.Event, progress: Progress
 ) -> PassReport | None:
     """One pass under the store's nightly lock; None when a scheduled slot was already run."""
     lock = bootstrap.nightly_lock(config)
@@ -118,7 +120,7 @@ def _locked_pass(
             lock.release()
 
 
-def _schedule(config: Settings, stopping: threading.Event, progress: object) -> None:
+def _schedule(config: Settings, stopping: threading.Event, progress: Progress) -> None:
     schedule = Schedule(config.nightly_at, ZoneInfo(config.nightly_zone))
 
     def recorded() -> set[str]:
