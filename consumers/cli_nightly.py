@@ -14,9 +14,10 @@ import msgspec
 from adapters.salesforce import SalesforceFailure
 from adapters.settings import ConfigError, Settings
 from consumers import bootstrap
-from consumers.nightly import NightlyRun, PassPlan, PassRefused, PassReport, passes, recorded_slots
+from consumers.nightly import NightlyRun, PassPlan, PassRefused, PassReport
 from consumers.nightly_schedule import Schedule, run_schedule
 from consumers.stopping import stop_on_signals
+from domain.nightly_pass import passes, recorded_slots
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

@@ -21,64 +21,42 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
-from eventsourcing.utils import get_topic
 
-from adapters.salesforce import STANDARD_OPT_OUT, FieldMissing, OptOutTarget, SalesforceOrg
-from adapters.salesforce_bulk import (
-    REST_PAGE,
-    bulk_query,
-    checked_soql,
-    parse_modstamp,
-    query_rows,
-)
-from adapters.salesforce_client import OrgClient, RequestRefused
+from adapters.salesforce import OptOutTarget, SalesforceOrg
+from adapters.salesforce_client import OrgClient
 from adapters.settings import Settings
+from consumers.nightly_pull import (
+    OBJECTS,
+    NightlyPull,
+    PassRefused,
+    Read,
+    epoch_ms,
+    estimate_calls,
+    tracking_name,
+)
 from consumers.nightly_push import NightlyPush
 from domain.application import Change, ChangeRecorder, ChangesFailed, refusal_of
-from domain.identity import AddressKeys, RecordType, aggregate_id, to_18
-from domain.nightly import (
-    CheckedRecord,
-    Persons,
-    PullPlan,
-    log_position,
-    removed_since,
-)
-from domain.nightly_pass import MANUAL, NightlyPass
-from domain.opt_out_field import OptOutField
+from domain.identity import AddressKeys, RecordType
+from domain.nightly import CheckedRecord, Persons, PullPlan, log_position
+from domain.nightly_pass import MANUAL, NightlyPass, last_done
 from domain.person import Person
 from domain.push import Accepted, Outcome, Owed, record_outcomes
 
+__all__ = ["NightlyRun", "PassPlan", "PassRefused", "PassReport", "tracking_name"]
+
 log = logging.getLogger(__name__)
 
-OBJECTS = (RecordType.CONTACT, RecordType.LEAD)
 IMPORT_CHUNK = 1000  # changes per transaction (with the watermark they reach)
 OUTCOME_CHUNK = 500  # outcomes per transaction
-REST_MOST = 3 * REST_PAGE  # an incremental read larger than this goes through a Bulk query
-CHECK_BATCH = 300  # record ids per read of removed persons' records
 RECORD_ATTEMPTS = 5  # an ingest writing the same persons meanwhile makes an attempt fail
-BULK_QUERY_CALLS = 3  # create, one poll, one page of results
-
-
-def tracking_name(object_type: RecordType) -> str:
-    return f"nightly:{object_type}"
-
-
-def epoch_ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
-class PassRefused(Exception):
-    """The pass cannot run (the nightly sync is off, the opt-out field is missing): nothing was
-    written anywhere."""
 
 
 class ConflictView(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,21 +96,12 @@ class PassReport(msgspec.Struct, kw_only=True):
 
 
 @dataclass
-class _Read:
-    object_type: RecordType
-    records: list[CheckedRecord] = field(default_factory=list)
-    watermark: datetime | None = None  # where the next incremental read starts (before overlap)
-    full: bool = False
-    checks: int = 0  # reads of removed persons' records
-
-
-@dataclass
 class _Prepared:
     persons: Persons
     owed: list[Owed]
     pending_link: int
     target: OptOutTarget
-    reads: list[_Read]
+    reads: list[Read]
     plan: PullPlan
     log_position: int
     seen_at: datetime
@@ -218,85 +187,19 @@ class NightlyRun:
         persons = Persons.read(self.store)
         owed_all = persons.owed()
         owed = [o for o in owed_all if o.record_id is not None]
-        target = self._target(describe=bool(owed))
+        pull = NightlyPull(self.store, self.org, self.client, self.config, self.sleep)
+        target = pull.target(describe=bool(owed))
         previous = last_done(self.store)
-        removed = self._removed_records(persons, previous.log_position if previous else 0)
+        removed = pull.removed_records(persons, previous.log_position if previous else 0)
         reads = []
         for object_type in OBJECTS:
             self.progress(f"reading checked {object_type}s from Salesforce")
-            reads.append(self._pull(object_type, target.on(object_type), removed, dry_run))
+            reads.append(pull.read(object_type, target.on(object_type), removed, dry_run))
         records = [record for read in reads for record in read.records]
         plan = persons.plan_pull(records, self.keys, seen_at)
         return _Prepared(
             persons, owed, len(owed_all) - len(owed), target, reads, plan, position, seen_at
         )
-
-    def _target(self, *, describe: bool) -> OptOutTarget:
-        """The field's API names: described when the pass will write (is it a writable checkbox?)
-        or when only its label names it; otherwise a query naming it proves it exists."""
-        choice, named = self.config.opt_out_field, self.config.marketo_field_name
-        if describe or (choice is OptOutField.MARKETO_SALES_OPT_OUT and not named):
-            try:
-                return self.org.find_opt_out_field(choice, named)
-            except FieldMissing as missing:
-                raise PassRefused(_field_missing(missing)) from None
-        name = STANDARD_OPT_OUT if choice is OptOutField.EMAIL_OPT_OUT else str(named)
-        return OptOutTarget(choice=choice, contact=name, lead=name)
-
-    def _removed_records(self, persons: Persons, since: int) -> set[str]:
-        """Records of persons whose unsubscribe was removed since the last pass, still removed."""
-        keys = {aggregate_id(key): key for key in persons.by_key}
-        found = set()
-        for person_id in removed_since(self.store, since):
-            key = keys.get(person_id)
-            person = persons.by_key.get(key) if key else None
-            if key and person is not None and person.salesforce_id and persons.removed(key):
-                found.add(to_18(person.salesforce_id))
-        return found
-
-    def _pull(
-        self, object_type: RecordType, field_name: str, removed: set[str], dry_run: bool
-    ) -> _Read:
-        read = _Read(object_type)
-        stored = self.store.position(tracking_name(object_type))
-        try:
-            if stored is None:
-                read.full = True
-                if dry_run:
-                    rows, _ = query_rows(self.client, checked_soql(object_type, field_name))
-                else:
-                    soql = checked_soql(object_type, field_name)
-                    result = bulk_query(self.client, soql, self.sleep)
-                    rows, read.watermark = result.rows, result.started_at
-            else:
-                since = datetime.fromtimestamp(stored / 1000, UTC) - self.config.nightly_overlap
-                soql = checked_soql(object_type, field_name, since=since)
-                rows, total = query_rows(self.client, soql, most=None if dry_run else REST_MOST)
-                if total > len(rows):
-                    rows = bulk_query(self.client, soql, self.sleep).rows
-            read.records = [_checked(row) for row in rows]
-            if not read.full:
-                prefix = "003" if object_type is RecordType.CONTACT else "00Q"
-                seen = {record.record_id for record in read.records}
-                ids = sorted(r for r in removed if r.startswith(prefix) and r not in seen)
-                for start in range(0, len(ids), CHECK_BATCH):
-                    soql = checked_soql(
-                        object_type, field_name, ids=ids[start : start + CHECK_BATCH]
-                    )
-                    rows, _ = query_rows(self.client, soql)
-                    read.records.extend(_checked(row) for row in rows)
-                    read.checks += 1
-        except RequestRefused as refused:
-            if refused.code == "INVALID_FIELD":
-                missing = FieldMissing(
-                    str(object_type), field_name, "no such field in this org (OPTOUT_OPT_OUT_FIELD)"
-                )
-                raise PassRefused(_field_missing(missing)) from None
-            raise
-        stamps = [record.modstamp for record in read.records]
-        if stamps:
-            read.watermark = max([*stamps, *([read.watermark] if read.watermark else [])])
-        return read
 
     # --- writing ---------------------------------------------------------------------------
     def _write(self, prepared: _Prepared, report: PassReport) -> None:
@@ -327,7 +230,7 @@ class NightlyRun:
             report.failed += tally.failed
             self._record_outcomes(tally.outcomes, "recording what Salesforce did")
 
-    def _import(self, read: _Read, changes: list[tuple[CheckedRecord, Change]]) -> tuple[int, int]:
+    def _import(self, read: Read, changes: list[tuple[CheckedRecord, Change]]) -> tuple[int, int]:
         """(recorded, refused): chunks in modstamp order, each with the watermark it reaches."""
         name = tracking_name(read.object_type)
         stored = self.store.position(name) or 0
@@ -413,64 +316,3 @@ class NightlyRun:
             pending_link=prepared.pending_link,
             estimated_api_calls=estimate_calls(prepared.reads, owed, bulk),
         )
-
-
-def estimate_calls(reads: Sequence[_Read], owed: Sequence[Owed], bulk: bool) -> int:
-    """API calls a pass would spend: reads, the field's describe when writing, the push."""
-    calls = 0
-    for read in reads:
-        if read.full:
-            calls += BULK_QUERY_CALLS
-        else:
-            calls += max(1, math.ceil((len(read.records) - read.checks) / REST_PAGE)) + read.checks
-    if owed:
-        calls += 2  # describe Contact and Lead: is the field a writable checkbox?
-        if bulk:
-            objects = {o.object_type for o in owed}
-            calls += 5 * len(objects)  # create, upload, close, poll, failed rows
-        else:
-            calls += math.ceil(len(owed) / 200)
-    return calls
-
-
-def _checked(row: dict[str, Any]) -> CheckedRecord:
-    return CheckedRecord(
-        record_id=to_18(str(row["Id"])),
-        modstamp=parse_modstamp(str(row["SystemModstamp"])),
-        email=str(row.get("Email") or "") or None,
-    )
-
-
-def _field_missing(missing: FieldMissing) -> str:
-    return (
-        f"the opt-out field is missing: {missing} — nothing was read into the store or written "
-        "to Salesforce (OPTOUT_OPT_OUT_FIELD / OPTOUT_MARKETO_FIELD_NAME)"
-    )
-
-
-# --- the record of passes -------------------------------------------------------------------
-def passes(store: ChangeRecorder) -> Iterator[NightlyPass.Recorded]:
-    """Every recorded pass, oldest first."""
-    start: int | None = None
-    topics = [get_topic(NightlyPass.Recorded)]
-    while True:
-        found = store.recorder.select_notifications(
-            start, 1000, topics=topics, inclusive_of_start=start is None
-        )
-        for notification in found:
-            event = store.mapper.to_domain_event(notification)
-            assert isinstance(event, NightlyPass.Recorded)
-            yield event
-        if len(found) < 1000:
-            return
-        start = found[-1].id
-
-
-def last_done(store: ChangeRecorder) -> NightlyPass.Recorded | None:
-    done = [p for p in passes(store) if p.outcome == "done"]
-    return done[-1] if done else None
-
-
-def recorded_slots(store: ChangeRecorder) -> set[str]:
-    """The slots whose pass is done."""
-    return {p.slot for p in passes(store) if p.outcome == "done"}

@@ -9,10 +9,14 @@ demand is named by when it started.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
+
+from domain.application import ChangeRecorder
 
 # Its own namespace: a pass's id never collides with a person's or a gap's.
 PASS_NAMESPACE = uuid.UUID("5d0c2b7e-93a4-4c61-8f0e-2a9b1c3d4e5f")
@@ -78,3 +82,30 @@ class NightlyPass(Aggregate):
         self.conflicts = conflicts
         self.api_calls = api_calls
         self.log_position = log_position
+
+
+def passes(store: ChangeRecorder) -> Iterator[NightlyPass.Recorded]:
+    """Every recorded pass, oldest first."""
+    start: int | None = None
+    topics = [get_topic(NightlyPass.Recorded)]
+    while True:
+        found = store.recorder.select_notifications(
+            start, 1000, topics=topics, inclusive_of_start=start is None
+        )
+        for notification in found:
+            event = store.mapper.to_domain_event(notification)
+            assert isinstance(event, NightlyPass.Recorded)
+            yield event
+        if len(found) < 1000:
+            return
+        start = found[-1].id
+
+
+def last_done(store: ChangeRecorder) -> NightlyPass.Recorded | None:
+    done = [p for p in passes(store) if p.outcome == "done"]
+    return done[-1] if done else None
+
+
+def recorded_slots(store: ChangeRecorder) -> set[str]:
+    """The slots whose pass is done."""
+    return {p.slot for p in passes(store) if p.outcome == "done"}

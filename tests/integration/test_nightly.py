@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from adapters.settings import Settings
-from consumers.nightly import PassRefused, passes, tracking_name
+from consumers.nightly import PassRefused, tracking_name
 from domain.identity import RecordType, person_key, to_18
 from domain.nightly import ACTOR_KIND, CHANNEL
+from domain.nightly_pass import passes
 from domain.person import Person
 from sandbox import Sandbox, running_sandbox
 from tests.integration.nightly_org import (

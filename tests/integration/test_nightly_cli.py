@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from adapters.settings import Settings
-from consumers.nightly import passes, tracking_name
+from consumers.nightly import tracking_name
 from domain.identity import RecordType
+from domain.nightly_pass import passes
 from sandbox import Sandbox
 from tests.e2e.cli import optout_sync
 from tests.integration.ingest_harness import (
