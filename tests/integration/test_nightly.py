@@ -179,6 +179,7 @@ def test_bulk_job_failures_are_each_recorded(org: Sandbox, tmp_path: Path) -> No
     report = run_pass(config)
     assert (report.pushed, report.accepted, report.failed) == (5, 2, 3)
     assert flag(org, locked) and flag(org, fine) and not any(flag(org, lead) for lead in leads)
+    assert org.api_calls("composite/sobjects") == 1  # the locked row, retried by collections
     store = reading(config)
     try:
         [refused] = of_type(history(store, "person:p-ghost"), Person.OptOutRefused)
