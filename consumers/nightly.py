@@ -135,41 +135,45 @@ class NightlyRun:
         return self._plan_of(prepared)
 
     def run(self, slot: str | None = None) -> PassReport:
-        """Runs the pass and records it; raises PassRefused (nothing written) when it cannot."""
+        """Runs the pass and records it, done or failed; raises PassRefused (nothing written,
+        nothing recorded) when it cannot run at all."""
         started = self.clock()
         calls = self.org.calls_made
         slot = slot or f"{MANUAL}:{started.isoformat(timespec='microseconds')}"
-        prepared = self._prepare(dry_run=False)
         report = PassReport(
             slot=slot,
             started_at=started,
             finished_at=started,
             outcome="done",
             error=None,
-            read=sum(len(read.records) for read in prepared.reads),
+            read=0,
             imported=0,
             pushed=0,
             accepted=0,
             failed=0,
-            pending_link=prepared.pending_link,
-            conflicts=[
-                ConflictView(record_id=c.record_id, person_key=c.person_key)
-                for c in prepared.plan.conflicts
-            ],
+            pending_link=0,
+            conflicts=[],
             api_calls=0,
-            log_position=prepared.log_position,
+            log_position=0,
         )
         try:
+            prepared = self._prepare(dry_run=False)
+            report.read = sum(len(read.records) for read in prepared.reads)
+            report.pending_link = prepared.pending_link
+            report.log_position = prepared.log_position
+            report.conflicts = [
+                ConflictView(record_id=c.record_id, person_key=c.person_key)
+                for c in prepared.plan.conflicts
+            ]
             self._write(prepared, report)
-        except Exception as error:
+        except PassRefused:
+            raise
+        except Exception as error:  # recorded as failed, then raised: the scheduler retries it
             report.outcome, report.error = "failed", f"{type(error).__name__}: {error}"[:1000]
             report.slot = f"{slot}!failed@{self.clock().isoformat(timespec='seconds')}"
+            self._finish(report, calls)
             raise
-        finally:
-            report.finished_at = self.clock()
-            report.api_calls = self.org.calls_made - calls
-            if report.outcome == "failed" or report.error is None:
-                self._record_pass(report)
+        self._finish(report, calls)
         for conflict in report.conflicts:
             log.warning(
                 "conflict: the unsubscribe of %s was removed here but Salesforce record %s is "
@@ -178,6 +182,11 @@ class NightlyRun:
                 conflict.record_id,
             )
         return report
+
+    def _finish(self, report: PassReport, calls_before: int) -> None:
+        report.finished_at = self.clock()
+        report.api_calls = self.org.calls_made - calls_before
+        self._record_pass(report)
 
     # --- reading ---------------------------------------------------------------------------
     def _prepare(self, *, dry_run: bool) -> _Prepared:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from adapters.salesforce import SalesforceUnavailable
 from adapters.settings import Settings
 from consumers.nightly import PassRefused, tracking_name
 from domain.identity import RecordType, person_key, to_18
 from domain.nightly import ACTOR_KIND, CHANNEL
-from domain.nightly_pass import passes
+from domain.nightly_pass import passes, recorded_slots
 from domain.person import Person
 from sandbox import Sandbox, running_sandbox
 from tests.integration.nightly_org import (
@@ -241,3 +242,31 @@ def test_a_named_opt_out_field_missing_refuses_the_pass_at_its_first_read(
     with pytest.raises(PassRefused, match=r"Contact\.mkto_si__Marketo_Sales_Opt_Out__c: no such"):
         run_pass(config)
     _nothing_written(config, org, None)
+
+
+def test_a_pass_that_fails_is_recorded_as_failed_and_runs_again(
+    org: Sandbox, tmp_path: Path
+) -> None:
+    config = sqlite(org, tmp_path)
+    checked = record(org, "Contact", checked=True)
+    org.add_fault("server_unavailable", path="jobs/query")  # every Bulk query call: 503
+    with pytest.raises(SalesforceUnavailable):
+        run_pass(config)
+    org.clear_faults()
+    store = reading(config)
+    try:
+        [failed] = passes(store)
+        assert failed.outcome == "failed" and "503" in str(failed.error)
+        assert "!failed@" in failed.slot and recorded_slots(store) == set()
+        assert (failed.imported, failed.api_calls) == (0, 1)
+        assert pulled(store) == []
+    finally:
+        store.close()
+    again = run_pass(config)
+    assert (again.outcome, again.imported) == ("done", 1)
+    store = reading(config)
+    try:
+        assert [p.outcome for p in passes(store)] == ["failed", "done"]
+        assert [str(c.salesforce_id) for c in pulled(store)] == [checked]
+    finally:
+        store.close()
