@@ -35,6 +35,15 @@ def org() -> Iterator[Sandbox]:
         yield running
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store on each engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.sqlite'}"
+    request.applymarker(pytest.mark.postgres)
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
 def settings_for(sandbox: Sandbox, database_url: str, state_dir: Path, **extra: str) -> Settings:
     env = {
         "OPTOUT_STATE_DIR": str(state_dir),

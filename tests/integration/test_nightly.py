@@ -29,20 +29,13 @@ from tests.integration.nightly_org import (
     removed,
     run_pass,
     settings_for,
+    store_url,
     unsubscribed,
     writes,
 )
 
-__all__ = ["org"]
+__all__ = ["org", "store_url"]
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.sqlite'}"
-    request.applymarker(pytest.mark.postgres)
-    return str(request.getfixturevalue("fresh_postgres_url"))
 
 
 def sqlite(org: Sandbox, tmp_path: Path, **extra: str) -> Settings:

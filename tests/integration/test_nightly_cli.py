@@ -34,11 +34,12 @@ from tests.integration.nightly_org import (
     record,
     removed,
     settings_for,
+    store_url,
     unsubscribed,
 )
 from tests.salesforce.conftest import org_env
 
-__all__ = ["org"]
+__all__ = ["org", "store_url"]
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(300)]
 
 
@@ -102,9 +103,9 @@ def test_a_dry_run_prints_the_plan_and_writes_nothing_anywhere(
 
 
 def test_a_pass_sigkilled_midway_and_run_again_records_each_change_once(
-    org: Sandbox, tmp_path: Path
+    org: Sandbox, store_url: str, tmp_path: Path
 ) -> None:
-    config = settings_for(org, f"sqlite:///{tmp_path / 'e.sqlite'}", tmp_path)
+    config = settings_for(org, store_url, tmp_path)
     env = nightly_env(config, org)
     wanted = {record(org, "Contact", checked=True) for _ in range(4000)}
     wanted |= {record(org, "Lead", checked=True) for _ in range(2000)}
