@@ -66,7 +66,6 @@ class NightlyPush:
 
     # --- collections (push_opt_outs), with retries ----------------------------------------
     def _collections(self, owed: list[Owed], tally: PushTally) -> None:
-        by_record = {str(o.record_id): o for o in owed}
         pending = list(owed)
         for attempt in range(RETRIES):
             if not pending:
@@ -79,15 +78,18 @@ class NightlyPush:
                 results: Sequence[PushResult] = self.org.push_opt_outs(writes)
             except (RetryLater, BudgetSpent, ApiLimitReached) as failed:
                 failure, results = failed, failed.completed
-            answered = {r.record_id for r in results}
+            # One result per write, each naming its record as given: two persons may owe one.
+            asking: dict[str, list[Owed]] = {}
+            for person in pending:
+                asking.setdefault(str(person.record_id), []).append(person)
             retry: list[Owed] = []
             for result in results:
-                person = by_record[result.record_id]
+                person = asking[result.record_id].pop(0)
                 if result.outcome is PushOutcome.RETRY and attempt < RETRIES - 1:
                     retry.append(person)
                 else:
                     self._answered(person, result, tally)
-            unanswered = [o for o in pending if str(o.record_id) not in answered]
+            unanswered = [person for persons in asking.values() for person in persons]
             if isinstance(failure, BudgetSpent | ApiLimitReached):
                 for person in unanswered:
                     self._waiting(person, failure, tally)

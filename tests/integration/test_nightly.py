@@ -263,3 +263,19 @@ def test_a_pass_that_fails_is_recorded_as_failed_and_runs_again(
         assert [str(c.salesforce_id) for c in pulled(store)] == [checked]
     finally:
         store.close()
+
+
+def test_two_persons_owing_one_record_each_get_its_answer(org: Sandbox, tmp_path: Path) -> None:
+    config = sqlite(org, tmp_path)
+    shared = record(org, "Contact")
+    here(config, unsubscribed("p-one", shared), unsubscribed("p-two", shared))
+    report = run_pass(config)
+    assert (report.pushed, report.accepted, report.failed) == (2, 2, 0)
+    store = reading(config)
+    try:
+        for key in ("person:p-one", "person:p-two"):
+            [accepted] = of_type(history(store, key), Person.OptOutAccepted)
+            assert accepted.record_id == shared
+    finally:
+        store.close()
+    assert run_pass(config).pushed == 0
