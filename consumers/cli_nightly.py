@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import date
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import click
@@ -21,6 +22,7 @@ from domain.nightly_pass import passes, recorded_slots
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 @click.command()
@@ -87,7 +89,7 @@ def _runner(config: Settings, progress: Progress) -> NightlyRun:
         raise click.ClickException(f"configuration: {error}") from None
 
 
-def _refusing(call):  # type: ignore[no-untyped-def]
+def _refusing(call: Callable[[], T]) -> T:
     try:
         return call()
     except PassRefused as refused:

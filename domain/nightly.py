@@ -19,9 +19,11 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from uuid import UUID
 
 from eventsourcing.application import project_aggregate
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.application import Change, ChangeKind, ChangeRecorder
@@ -123,7 +125,7 @@ class Persons:
         """Every push owed (or waiting for a link), by the live push's own rule."""
         found = []
         for key, person in self.by_key.items():
-            owed = owed_by(person, self.opted_out[key], lambda k=key: k in self.carried)  # type: ignore[misc]
+            owed = owed_by(person, self.opted_out[key], partial(self.carried.__contains__, key))
             if owed is not None:
                 found.append(owed)
         return found
@@ -212,7 +214,7 @@ def read_persons(store: ChangeRecorder, written: dict[str, str]) -> Iterator[Per
     gains each record a push wrote instead of the person's own (a converted Lead's contact)."""
     ids: list[UUID] = []
     for notification in _notifications(store, [get_topic(Person.Registered)]):
-        ids.append(notification.originator_id)
+        ids.append(_uuid(notification.originator_id))
         if len(ids) >= LOAD_CHUNK:
             yield from _project(store, ids, written)
             ids = []
@@ -239,7 +241,9 @@ def _project(
                 yield person
 
 
-def _notifications(store: ChangeRecorder, topics: Sequence[str], start: int | None = None):  # type: ignore[no-untyped-def]
+def _notifications(
+    store: ChangeRecorder, topics: Sequence[str], start: int | None = None
+) -> Iterator[Notification]:
     page = 1000
     while True:
         found = store.recorder.select_notifications(
@@ -256,10 +260,14 @@ def removed_since(store: ChangeRecorder, position: int) -> set[UUID]:
     topics = [get_topic(Person.UnsubscribeRemoved)]
     start = position if position > 0 else None
     return {
-        notification.originator_id
+        _uuid(notification.originator_id)
         for notification in _notifications(store, topics, start)
         if start is None or notification.id > start
     }
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
 
 
 def log_position(store: ChangeRecorder) -> int:
