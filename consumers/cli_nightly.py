@@ -57,7 +57,8 @@ def nightly(now: bool, dry_run: bool, history: bool, as_json: bool, quiet: bool)
     if dry_run:
         runner = _runner(config, progress)
         try:
-            plan = _refusing(runner.plan)
+            with bootstrap.reachable(config):
+                plan = _refusing(runner.plan)
         finally:
             runner.store.close()
         _print_plan(plan, as_json, config.nightly_sync)
