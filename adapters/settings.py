@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import TypedDict
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -117,6 +118,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_host: str = "127.0.0.1"
     # OPTOUT_TOPIC_STATE: the analytics feed (docs/analytics-feed.md).
     topic_state: str = "optout.state.v1"
+    # --- the nightly pass (issue 13) ---
+    # OPTOUT_NIGHTLY_AT / OPTOUT_NIGHTLY_ZONE: the local time and IANA zone the pass is due daily.
+    nightly_at: time = time(20, 0)
+    nightly_zone: str = "America/Los_Angeles"
+    # OPTOUT_NIGHTLY_OVERLAP: seconds re-read before the watermark (modstamps commit out of order).
+    nightly_overlap: timedelta = timedelta(minutes=10)
+    # OPTOUT_NIGHTLY_BULK_FROM: owed records from which the pass pushes by Bulk API 2.0.
+    nightly_bulk_from: int = 2000
 
     @property
     def store_location(self) -> str:
@@ -158,6 +167,10 @@ ENV_NAMES = {
     "metrics_port": "OPTOUT_METRICS_PORT",
     "metrics_host": "OPTOUT_METRICS_HOST",
     "topic_state": "OPTOUT_TOPIC_STATE",
+    "nightly_at": "OPTOUT_NIGHTLY_AT",
+    "nightly_zone": "OPTOUT_NIGHTLY_ZONE",
+    "nightly_overlap": "OPTOUT_NIGHTLY_OVERLAP",
+    "nightly_bulk_from": "OPTOUT_NIGHTLY_BULK_FROM",
 }
 
 
@@ -245,6 +258,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         **_topics(env),
         **_salesforce(env),
         **_operator(env),
+        **_nightly(env),
     )
 
 
@@ -431,3 +445,35 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.strip().lower() not in _SWITCH:
         raise ConfigError(f"{name}: expected on or off, got {raw!r}")
     return _SWITCH[raw.strip().lower()]
+
+
+class _NightlySettings(TypedDict):
+    nightly_at: time
+    nightly_zone: str
+    nightly_overlap: timedelta
+    nightly_bulk_from: int
+
+
+_CLOCK_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?!\n)$")
+
+
+def _nightly(env: Mapping[str, str]) -> _NightlySettings:
+    """When the nightly pass is due, and how it reads and writes."""
+    at_name, zone_name = ENV_NAMES["nightly_at"], ENV_NAMES["nightly_zone"]
+    raw_at = (read_setting(env, at_name) or "20:00").strip()
+    match = _CLOCK_TIME.match(raw_at)
+    if match is None:
+        raise ConfigError(f"{at_name}: expected a local time HH:MM (e.g. 20:00), got {raw_at!r}")
+    zone = (read_setting(env, zone_name) or "America/Los_Angeles").strip()
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{zone_name}: not a time zone name (IANA, e.g. America/Los_Angeles): {zone!r}"
+        ) from None
+    return {
+        "nightly_at": time(int(match[1]), int(match[2])),
+        "nightly_zone": zone,
+        "nightly_overlap": timedelta(seconds=_seconds(env, ENV_NAMES["nightly_overlap"], 600.0)),
+        "nightly_bulk_from": _count(env, ENV_NAMES["nightly_bulk_from"], 2000, most=10_000_000),
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -12,7 +12,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from adapters import event_store, kafka_clients, salesforce
+from adapters import event_store, kafka_clients, salesforce, salesforce_client
 from adapters.process_lock import ProcessLock
 from adapters.settings import ConfigError, Settings, load
 from consumers import logs
@@ -24,6 +24,7 @@ from domain.identity import person_key
 from domain.opt_out_field import live_push_field
 
 if TYPE_CHECKING:
+    from consumers.nightly import NightlyRun
     from devservices import ServiceStatus
 
 
@@ -174,3 +175,23 @@ def publisher(config: Settings) -> Publisher:
 def pusher_lock(config: Settings) -> ProcessLock:
     """The lock that keeps one pusher active per store."""
     return ProcessLock(config.database_url, "pusher")
+
+
+def nightly(config: Settings, progress: Callable[[str], None] | None = None) -> NightlyRun:
+    """The nightly pass, wired: its store, the org (logged in now), the address key."""
+    from consumers.nightly import NightlyRun
+
+    client = salesforce_client.connect_client(config)
+    return NightlyRun(
+        store=open_store(config),
+        org=salesforce.SalesforceOrg(client),
+        client=client,
+        config=config,
+        keys=event_store.address_keys(config),
+        progress=progress or (lambda _: None),
+    )
+
+
+def nightly_lock(config: Settings) -> ProcessLock:
+    """The lock that keeps one nightly pass running per store."""
+    return ProcessLock(config.database_url, "nightly")

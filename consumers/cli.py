@@ -20,6 +20,7 @@ VERBS: dict[str, str] = {
     "ingest": "consumers.cli_ingest:ingest",
     "push": "consumers.cli_push:push",
     "publish": "consumers.cli_publish:publish",
+    "nightly": "consumers.cli_nightly:nightly",
     "person": "consumers.cli_person:person",
     "forget": "consumers.cli_forget:forget",
     "dlq": "consumers.cli_dlq:dlq",

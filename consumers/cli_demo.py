@@ -2,8 +2,8 @@
 
 Produces a small mixed stream (sales and marketing unsubscribes, a duplicate, bad messages) to
 the inbound topic, ingests it exactly once, pushes the opt-outs live to Salesforce (the local
-sandbox unless an org is configured), and prints the stored state, with Salesforce's acceptance,
-and the dead letters.
+sandbox unless an org is configured), shows the plan of tonight's nightly pass (a dry run), and
+prints the stored state, with Salesforce's acceptance, and the dead letters.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from adapters.inbound import Actor, ChangeV1, Channel, PersonRef, Source, encode
 from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.cli_person import look_up, print_state
+from consumers.nightly import PassPlan, PassRefused
 from domain.application import ChangeKind
 from domain.identity import to_18
 from projections.person_state import AddressLookup
@@ -177,6 +178,7 @@ def _show_salesforce(config: Settings, console: Console) -> None:
             lock.release()
         push_calls = org.calls_made - check_calls  # finding the field, and the pushes
         flags = org.opt_out_flags([ada_id])
+        plan = _nightly_plan(org_config)
     console.print(f"[bold]Salesforce[/]: {where}")
     for sobject, present in check.field_present.items():
         mark = "[green]present[/]" if present else "[red]MISSING[/]"
@@ -187,3 +189,29 @@ def _show_salesforce(config: Settings, console: Console) -> None:
         f"{pushed.waiting} waiting, in {push_calls} API calls (2 find the field)"
     )
     console.print(f"  Contact {ada_id}: {check.opt_out_field} = {flags.get(ada_id)}\n")
+    _print_nightly_plan(plan, console)
+
+
+def _nightly_plan(config: Settings) -> PassPlan:
+    """What tonight's nightly pass would do, read-only (`optout-sync nightly --dry-run`)."""
+    runner = bootstrap.nightly(config)
+    try:
+        return runner.plan()
+    except PassRefused as refused:
+        raise click.ClickException(f"the nightly plan: {refused}") from None
+    finally:
+        runner.store.close()
+
+
+def _print_nightly_plan(plan: PassPlan, console: Console) -> None:
+    read = f" ({', '.join(plan.full_reads)} in full: the first pass)" if plan.full_reads else ""
+    console.print("[bold]nightly pass, planned[/] (optout-sync nightly --dry-run: nothing written)")
+    console.print(f"  read from Salesforce: {plan.read} checked records{read}")
+    console.print(
+        f"  to import: {plan.to_import} unsubscribes ({plan.already_known} already known here); "
+        f"conflicts: {len(plan.conflicts)}"
+    )
+    console.print(
+        f"  to push: {plan.to_push} opt-outs (by {plan.push_by}); pending link (no Salesforce "
+        f"id): {plan.pending_link}; estimated API calls: {plan.estimated_api_calls}\n"
+    )

@@ -9,7 +9,7 @@ pushed through the records of the persons that carry it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +25,7 @@ __all__ = [
     "Refused",
     "Waiting",
     "WaitingReason",
+    "owed_by",
     "owed_push",
     "record_outcomes",
 ]
@@ -80,10 +81,19 @@ Outcome = Accepted | Refused | Waiting
 def owed_push(store: ChangeRecorder, key: str) -> Owed | None:
     """What the live push owes this person or address now; None when nothing."""
     person, answer = store.standing(key)
-    if person is None or not answer.opted_out:
+    if person is None:
+        return None
+    return owed_by(person, answer.opted_out, lambda: bool(store.carriers(key)))
+
+
+def owed_by(person: Person, opted_out: bool, carried: Callable[[], bool]) -> Owed | None:
+    """The rule of `owed_push` for a person already read (`carried`: whether any person carries
+    this address); the nightly pass applies it to every person at once."""
+    key = person.key
+    if not opted_out:
         return None
     if person.salesforce_id is None:
-        if person.is_address and store.carriers(key):
+        if person.is_address and carried():
             return None  # pushed through the records of the persons that carry it
         return Owed(key, waiting=WaitingReason.NO_SALESFORCE_ID)
     record = to_18(person.salesforce_id)

@@ -278,6 +278,13 @@ class BulkJobs:
             job.unprocessed = rows
             job.set_state("Failed")
             return
+        if self.faults.job_fails(job.object):
+            job.error_message = (
+                "InternalServerError : the job failed (sandbox fault bulk_job_failed)"
+            )
+            job.unprocessed = rows
+            job.set_state("Failed")
+            return
         columns = [schema.by_lower[name.lower()].name for name in job.header]
         chunk = self.config.bulk_chunk_rows
         for offset in range(0, len(rows), chunk):

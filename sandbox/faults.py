@@ -17,7 +17,8 @@ REQUEST_FAULTS = (
     "drop_connection",
 )
 RECORD_FAULTS = ("unable_to_lock_row",)
-KINDS = REQUEST_FAULTS + RECORD_FAULTS
+JOB_FAULTS = ("bulk_job_failed",)  # a Bulk API 2.0 update job ends Failed as a whole
+KINDS = REQUEST_FAULTS + RECORD_FAULTS + JOB_FAULTS
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Fault:
     record_ids: frozenset[str] = frozenset()
     path: str | None = None  # only requests whose path contains this text
     method: str | None = None
+    sobject: str | None = None  # bulk_job_failed: only jobs on this object
     fired: int = field(default=0)
 
     @classmethod
@@ -44,6 +46,7 @@ class Fault:
             "record_ids",
             "path",
             "method",
+            "object",
         }
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
@@ -76,6 +79,7 @@ class Fault:
             record_ids=ids,
             path=spec.get("path"),
             method=str(method).upper() if method else None,
+            sobject=spec.get("object"),
         )
 
     @property
@@ -91,6 +95,7 @@ class Fault:
             "record_ids": sorted(self.record_ids),
             "path": self.path,
             "method": self.method,
+            "object": self.sobject,
             "fired": self.fired,
         }
 
@@ -158,6 +163,20 @@ class FaultPlan:
                 if (
                     fault.kind in RECORD_FAULTS
                     and record_id in fault.record_ids
+                    and self._fire(fault)
+                ):
+                    return True
+        return False
+
+    def job_fails(self, sobject: str) -> bool:
+        """Whether a Bulk update job on this object ends Failed this time."""
+        if not self._faults:
+            return False
+        with self._lock:
+            for fault in list(self._faults):
+                if (
+                    fault.kind in JOB_FAULTS
+                    and fault.sobject in (None, sobject)
                     and self._fire(fault)
                 ):
                     return True

@@ -50,6 +50,12 @@ def test_the_main_job_runs_twice_and_ends_with_the_persons_state(env: dict[str, 
         assert "Contact 0035g00000AbCdEAAV: HasOptedOutOfEmail = True" in result.stdout
         assert "Salesforce accepted at " in result.stdout
         assert f"live push: {2 - run} accepted" in result.stdout, "pushed once, not again"
+        # Then tonight's nightly pass, planned: Ada is checked there and known here, Grace waits.
+        assert "nightly pass, planned" in result.stdout
+        assert "to import: 0 unsubscribes (1 already known here); conflicts: 0" in result.stdout
+        assert "to push: 0 opt-outs (by nothing); pending link (no Salesforce id): 1" in (
+            result.stdout
+        )
 
     state = json.loads(optout_sync("person", "demo-ada", "--json", env=env).stdout)
     assert state["opted_out"] is True

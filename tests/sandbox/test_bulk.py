@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 import pytest
 from simple_salesforce import Salesforce
@@ -135,3 +136,27 @@ def test_malformed_bulk_query_is_refused_at_creation(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as raised:
         list(sf.bulk2.Contact.query("SELECT Id FROM", wait=WAIT))
     assert raised.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+
+
+def test_a_bulk_job_failed_fault_ends_the_job_failed_with_every_row_unprocessed(
+    sandbox: Sandbox, sf: Salesforce
+) -> None:
+    ids = contact_ids(sandbox, 320, 2)
+    sandbox.add_fault("bulk_job_failed", object="Contact", count=1)
+    client = sf.bulk2.Contact._client
+    job = client.create_job("update")
+    client.upload_job_data(job["id"], f"Id,HasOptedOutOfEmail\n{ids[0]},true\n{ids[1]},true\n")
+    client.close_job(job["id"])
+    deadline = time.monotonic() + 10
+    while (state := client.get_job(job["id"], False))["state"] not in ("Failed", "JobComplete"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert state["state"] == "Failed" and "bulk_job_failed" in state["errorMessage"]
+    unprocessed = sf.bulk2.Contact.get_unprocessed_records(job["id"])
+    assert [row.split(",")[0] for row in unprocessed.splitlines()[1:]] == ids
+    assert not any(sandbox.record(i)["HasOptedOutOfEmail"] for i in ids)  # type: ignore[index]
+    # The fault is spent: the next job completes.
+    (result,) = sf.bulk2.Contact.update(
+        records=[{"Id": ids[0], "HasOptedOutOfEmail": "true"}], wait=WAIT
+    )
+    assert result["numberRecordsFailed"] == 0
