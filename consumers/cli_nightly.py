@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -14,9 +14,10 @@ import msgspec
 
 from adapters.salesforce import SalesforceFailure
 from adapters.settings import ConfigError, Settings
-from consumers import bootstrap
+from consumers import bootstrap, health, logs
+from consumers.metrics import SchedulerMetrics
 from consumers.nightly import NightlyRun, PassPlan, PassRefused, PassReport
-from consumers.nightly_schedule import Schedule, run_schedule
+from consumers.nightly_schedule import Schedule, ScheduleStats, run_schedule
 from consumers.stopping import stop_on_signals
 from domain.nightly_pass import passes, recorded_slots
 
@@ -51,9 +52,7 @@ def nightly(now: bool, dry_run: bool, history: bool, as_json: bool, quiet: bool)
     if history:
         _history(config, as_json)
         return
-    progress = (
-        (lambda _: None) if quiet else (lambda line: click.echo(f"nightly: {line}", err=True))
-    )
+    progress = (lambda _: None) if quiet else (lambda line: logs.say(f"nightly: {line}"))
     if dry_run:
         runner = _runner(config, progress)
         try:
@@ -126,13 +125,26 @@ def _locked_pass(
 
 def _schedule(config: Settings, stopping: threading.Event, progress: Progress) -> None:
     schedule = Schedule(config.nightly_at, ZoneInfo(config.nightly_zone))
+    stats = ScheduleStats()
 
     def recorded() -> set[str]:
-        store = bootstrap.open_store(config)
         try:
-            return recorded_slots(store)
-        finally:
-            store.close()
+            store = bootstrap.open_store(config)
+            try:
+                slots = recorded_slots(store)
+            finally:
+                store.close()
+        except Exception as error:
+            stats.store_error = type(error).__name__
+            raise
+        stats.store_error = None
+        return slots
+
+    def not_ready() -> list[str]:
+        reasons = ["stopping"] if stopping.is_set() else []
+        if stats.store_error is not None:
+            reasons.append(f"the event store does not answer ({stats.store_error})")
+        return reasons
 
     def run_slot(slot: date) -> bool:
         log.warning("nightly pass of %s starting", slot.isoformat())
@@ -140,18 +152,26 @@ def _schedule(config: Settings, stopping: threading.Event, progress: Progress) -
             report = _locked_pass(config, slot, stopping, progress)
         except click.ClickException as error:
             log.error("nightly pass of %s failed: %s (tried again later)", slot, error.message)
+            stats.passes["failed"] += 1
             return False
         except Exception:  # the scheduler outlives a failed pass: it is tried again later
             log.exception("nightly pass of %s failed (tried again later)", slot)
+            stats.passes["failed"] += 1
             return False
         if report is None:
             log.warning("nightly pass of %s: already run (by another scheduler)", slot)
+            stats.passes["already_run"] += 1
         else:
             log.warning("nightly pass of %s: %s", slot, _summary(report))
+            stats.passes["done" if report.outcome == "done" else "failed"] += 1
+            stats.last_pass_at = datetime.now(UTC)
         return True
 
-    with bootstrap.reachable(config):
-        run_schedule(schedule, recorded, run_slot, stopping.wait)
+    with (
+        bootstrap.reachable(config),
+        health.serving(config, [SchedulerMetrics(stats, not_ready)], not_ready),
+    ):
+        run_schedule(schedule, recorded, run_slot, stopping.wait, stats=stats)
 
 
 def _summary(report: PassReport) -> str:

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from consumers.health import Readiness
 from consumers.ingest import Ingest
+from consumers.nightly_schedule import ScheduleStats
 from consumers.publisher import Publisher
 
 
@@ -89,4 +91,33 @@ class PublisherMetrics(Collector):
         yield GaugeMetricFamily(
             "optout_ready", "1 when the process can do its work (see /readyz)",
             value=0 if self.publisher.not_ready() else 1,
+        )  # fmt: skip
+
+
+class SchedulerMetrics(Collector):
+    """The nightly scheduler: its passes, the last and the next."""
+
+    def __init__(self, stats: ScheduleStats, not_ready: Readiness) -> None:
+        self.stats = stats
+        self.not_ready = not_ready
+
+    def collect(self) -> Iterator[Metric]:
+        passes = CounterMetricFamily(
+            "optout_nightly_passes", "Nightly passes this process ran, by outcome",
+            labels=["outcome"],
+        )  # fmt: skip
+        for outcome in ("done", "failed", "already_run"):
+            passes.add_metric([outcome], self.stats.passes[outcome])
+        yield passes
+        for name, help_text, at in (
+            ("optout_nightly_last_pass_timestamp_seconds",
+             "When the last pass this process ran ended (Unix time; 0: none yet)",
+             self.stats.last_pass_at),
+            ("optout_nightly_next_pass_timestamp_seconds",
+             "When the next pass is due (Unix time)", self.stats.next_pass_at),
+        ):  # fmt: skip
+            yield GaugeMetricFamily(name, help_text, value=at.timestamp() if at else 0)
+        yield GaugeMetricFamily(
+            "optout_ready", "1 when the process can do its work (see /readyz)",
+            value=0 if self.not_ready() else 1,
         )  # fmt: skip

@@ -10,8 +10,9 @@ week down is one catch-up pass, not seven).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Container
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -46,6 +47,16 @@ class Schedule:
         return (self.instant(self.next_slot(now)) - now).total_seconds()
 
 
+@dataclass
+class ScheduleStats:
+    """What a running scheduler shows on /metrics and /readyz."""
+
+    passes: Counter[str] = field(default_factory=Counter)  # by outcome: done, failed, already_run
+    last_pass_at: datetime | None = None  # when the last pass this process ran ended
+    next_pass_at: datetime | None = None  # the next slot's instant
+    store_error: str | None = None  # why the store did not answer the last time it was asked
+
+
 def run_schedule(
     schedule: Schedule,
     recorded: Callable[[], Container[str]],
@@ -54,6 +65,7 @@ def run_schedule(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     check_every_s: float = 60.0,
     retry_s: float = 900.0,
+    stats: ScheduleStats | None = None,
 ) -> None:
     """Runs each slot's pass once, the missed one first, until `wait` says stop (returns True).
     `run_pass` returns False when the pass failed and should be tried again after `retry_s`.
@@ -62,8 +74,10 @@ def run_schedule(
     clock step is noticed; `recorded` is read again before each pass (another scheduler may have
     run it).
     """
+    stats = stats or ScheduleStats()
     while True:
         now = clock()
+        stats.next_pass_at = schedule.instant(schedule.next_slot(now))
         slot = schedule.due(now, recorded())
         if slot is not None:
             if not run_pass(slot) and wait(retry_s):

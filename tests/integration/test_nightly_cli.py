@@ -8,7 +8,10 @@ import json
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -37,6 +40,7 @@ from tests.integration.nightly_org import (
     store_url,
     unsubscribed,
 )
+from tests.integration.test_health_endpoints import free_port, metric
 from tests.salesforce.conftest import org_env
 
 __all__ = ["org", "store_url"]
@@ -159,14 +163,15 @@ def test_two_schedulers_starting_at_once_run_the_missed_pass_once(
     for _ in range(300):
         record(org, "Contact", checked=True)
     logs = [tmp_path / f"scheduler-{n}.log" for n in range(2)]
+    ports = [free_port() for _ in logs]
     processes = []
-    for path in logs:
+    for path, port in zip(logs, ports, strict=True):
         with path.open("wb") as log:
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "consumers", "nightly", "--quiet"],
                     cwd=REPO,
-                    env=env,
+                    env={**env, "OPTOUT_METRICS_PORT": str(port)},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     preexec_fn=_die_with_the_test_process,
@@ -184,6 +189,19 @@ def test_two_schedulers_starting_at_once_run_the_missed_pass_once(
             "both schedulers to run or skip the missed pass",
             lambda: "\n".join(path.read_text() for path in logs),
         )
+        # Each scheduler's /metrics: one ran the pass, the other found it run; both know the next.
+        tokyo = ZoneInfo("Asia/Tokyo")
+        today = datetime.now(tokyo)
+        next_at = datetime.combine(today.date(), dt_time(20, 0), tokyo)
+        next_at += timedelta(days=1) if next_at <= today else timedelta(0)
+        assert sorted(
+            (metric(port, "optout_nightly_passes_total", outcome="done"),
+             metric(port, "optout_nightly_passes_total", outcome="already_run"))
+            for port in ports
+        ) == [(0, 1), (1, 0)]  # fmt: skip
+        for port in ports:
+            assert metric(port, "optout_nightly_next_pass_timestamp_seconds") == next_at.timestamp()
+            assert metric(port, "optout_ready") == 1
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
