@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -62,6 +63,10 @@ class Live:
     known: set[str]
 
 
+def share_of(span: int, millionths: int) -> int:
+    return span * millionths // 10**6
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -112,8 +117,7 @@ def test_replay_at_an_instant_equals_the_state_current_then(
         span = (high - low) // timedelta(microseconds=1)
         assert span >= 1, "`after` leaves time between a reading and the next batch"
         offset = data.draw(
-            st.sampled_from([0, span - 1])
-            | st.integers(0, 999_999).map(lambda m: span * m // 10**6),
+            st.sampled_from([0, span - 1]) | st.integers(0, 999_999).map(partial(share_of, span)),
             label="microseconds after the end of batch k (the edges, or anywhere between)",
         )
         as_of = low + timedelta(microseconds=offset)
