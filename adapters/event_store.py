@@ -183,6 +183,10 @@ class SQLiteStore(SQLiteProcessRecorder):
 
     def seal_unchained(self) -> int:
         """Seals the events stored before the chain existed (once: while the chain is empty)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT 1 FROM {log_chain.CHAIN} LIMIT 1")  # noqa: S608
+            if c.fetchone() is not None:
+                return 0  # every start creates the tables: no writer waits on it
         with self.datastore.get_connection(commit=True) as connection:
             c = connection.cursor()
             c.execute(
@@ -365,11 +369,13 @@ class PostgresStore(PostgresProcessRecorder):
 
     def seal_unchained(self) -> int:
         """Seals the events stored before the chain existed (once: while the chain is empty)."""
+        chain = self._table(log_chain.CHAIN)
+        with self.datastore.transaction(commit=False) as curs:
+            if log_chain.postgres_chained(curs, chain):
+                return 0  # every start creates the tables: no writer waits on it
         with self.datastore.transaction(commit=True) as curs:
             self._lock_table(curs)
-            return log_chain.postgres_seal(
-                curs, self._table(log_chain.CHAIN), self._table(self.events_table_name)
-            )
+            return log_chain.postgres_seal(curs, chain, self._table(self.events_table_name))
 
     def chain_rows(self, after_seq: int, limit: int) -> list[log_chain.ChainRow]:
         with self.datastore.transaction(commit=False) as curs:

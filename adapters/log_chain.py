@@ -147,8 +147,8 @@ def sqlite_rows(c: Any, after_seq: int, limit: int) -> list[ChainRow]:
 def sqlite_seal(c: Any, events_table: str) -> int:
     """Seals the events stored before the chain existed, if the chain is empty (the caller
     holds the write lock). Returns how many events were sealed."""
-    c.execute(f"SELECT count(*) FROM {CHAIN}")  # noqa: S608
-    if c.fetchone()[0]:
+    c.execute(f"SELECT 1 FROM {CHAIN} LIMIT 1")  # noqa: S608
+    if c.fetchone() is not None:
         return 0
 
     def pages() -> Iterator[Sequence[tuple[int, StoredRow]]]:
@@ -237,11 +237,16 @@ def postgres_rows(curs: Any, chain: Any, after_seq: int, limit: int) -> list[Cha
     ]
 
 
+def postgres_chained(curs: Any, chain: Any) -> bool:
+    """Whether the chain has begun (then there is nothing to seal, ever again)."""
+    curs.execute(SQL("SELECT 1 FROM {} LIMIT 1").format(chain))
+    return curs.fetchone() is not None
+
+
 def postgres_seal(curs: Any, chain: Any, events: Any) -> int:
     """Seals the events stored before the chain existed, if the chain is empty (the caller
     holds the events table's lock). Returns how many events were sealed."""
-    curs.execute(SQL("SELECT count(*) AS n FROM {}").format(chain))
-    if curs.fetchone()["n"]:
+    if postgres_chained(curs, chain):
         return 0
 
     def pages() -> Iterator[Sequence[tuple[int, StoredRow]]]:
