@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from adapters.event_store import environment
 from consumers import bootstrap
+from domain.application import ChangeRecorder
 from tests.e2e.cli import optout_sync
 from tests.integration.log_store import AT, Store, store, unsubscribe
 
@@ -196,3 +199,25 @@ def test_verify_has_help_and_refuses_a_malformed_head(tmp_path: Path) -> None:
     store.sql("DROP TABLE optout_chain")
     no_chain = optout_sync("verify", env=store.env)
     assert no_chain.returncode == 1 and "optout-sync init" in no_chain.stderr
+
+
+def test_the_chain_holds_with_writers_racing(store: Store) -> None:
+    """Each writer reads the chain's head inside its own transaction: concurrent writers
+    (serialised by SQLite's write lock, by PostgreSQL's table lock) still form one chain."""
+    writers, batches = 4, 15
+    store.record()  # the tables, once
+
+    def write(writer: int) -> None:
+        log = ChangeRecorder(env=environment(store.url))
+        try:
+            for batch in range(batches):
+                log.record([unsubscribe(f"w{writer}-b{batch}-{i}") for i in range(3)])
+        finally:
+            log.close()
+
+    with ThreadPoolExecutor(writers) as pool:
+        for done in [pool.submit(write, w) for w in range(writers)]:
+            done.result(timeout=300)
+    code, verdict = store.verify()
+    assert code == 0, verdict
+    assert (verdict["events"], verdict["chain_rows"]) == (writers * batches * 6, writers * batches)
