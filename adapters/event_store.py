@@ -189,9 +189,8 @@ class SQLiteStore(SQLiteProcessRecorder):
                 return 0  # every start creates the tables: no writer waits on it
         with self.datastore.get_connection(commit=True) as connection:
             c = connection.cursor()
-            c.execute(
-                "BEGIN IMMEDIATE"
-            )  # the write lock first: nobody writes between read and seal
+            # The write lock first: nobody writes between reading the log and sealing it.
+            c.execute("BEGIN IMMEDIATE")
             try:
                 sealed = log_chain.sqlite_seal(c, self.events_table_name)
             except BaseException:

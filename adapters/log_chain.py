@@ -189,10 +189,12 @@ def seal_rows(
 ) -> Iterator[tuple[int, bytes, bytes]]:
     """(first id, digests, head) of a sealed row per run of consecutive ids (an id sequence has
     gaps where a transaction rolled back), linked from the genesis."""
-    head, first_id, previous_id, digests = GENESIS, None, None, bytearray()
+    head, digests = GENESIS, bytearray()
+    first_id: int | None = None
+    previous_id = 0
     for page in pages:
         for notification_id, event in page:
-            if first_id is not None and notification_id != previous_id + 1:  # type: ignore[operator]
+            if first_id is not None and notification_id != previous_id + 1:
                 head = link(head, first_id, bytes(digests))
                 yield first_id, bytes(digests), head
                 first_id = None
