@@ -22,6 +22,7 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from psycopg.sql import SQL, Identifier
 
+from adapters import log_chain
 from adapters.settings import ConfigError, Settings
 from domain.identity import AddressKeys
 
@@ -173,7 +174,34 @@ class SQLiteStore(SQLiteProcessRecorder):
             "PRIMARY KEY (mailbox, person_key)) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {ADDRESSES} (mailbox TEXT PRIMARY KEY, email TEXT, "
             "erased_at TEXT)",
+            log_chain.SQLITE_CREATE,
         ]
+
+    def create_table(self) -> None:
+        super().create_table()
+        self.seal_unchained()
+
+    def seal_unchained(self) -> int:
+        """Seals the events stored before the chain existed (once: while the chain is empty)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT 1 FROM {log_chain.CHAIN} LIMIT 1")  # noqa: S608
+            if c.fetchone() is not None:
+                return 0  # every start creates the tables: no writer waits on it
+        with self.datastore.get_connection(commit=True) as connection:
+            c = connection.cursor()
+            # The write lock first: nobody writes between reading the log and sealing it.
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                sealed = log_chain.sqlite_seal(c, self.events_table_name)
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+        return sealed
+
+    def chain_rows(self, after_seq: int, limit: int) -> list[log_chain.ChainRow]:
+        with self.datastore.transaction(commit=False) as c:
+            return log_chain.sqlite_rows(c, after_seq, limit)
 
     @property
     def snapshots_table_name(self) -> str:
@@ -191,6 +219,8 @@ class SQLiteStore(SQLiteProcessRecorder):
                 for event in stored_events
             ],
         )
+        if stored_events:  # before any other insert: it reads last_insert_rowid()
+            log_chain.sqlite_append(c, stored_events)
         tracking: Tracking | None = kwargs.get("tracking")
         if tracking is not None:
             self._insert_tracking(c, tracking)
@@ -327,8 +357,43 @@ class PostgresStore(PostgresProcessRecorder):
                     "CREATE TABLE IF NOT EXISTS {table} (mailbox text PRIMARY KEY, email text, "
                     "erased_at timestamptz)",
                 ),
+                (log_chain.CHAIN, log_chain.POSTGRES_CREATE),
             )
         )
+        self._events_name = f'"{self.datastore.schema}"."{self.events_table_name}"'
+
+    def create_table(self) -> None:
+        super().create_table()
+        self.seal_unchained()
+
+    def seal_unchained(self) -> int:
+        """Seals the events stored before the chain existed (once: while the chain is empty)."""
+        chain = self._table(log_chain.CHAIN)
+        with self.datastore.transaction(commit=False) as curs:
+            if log_chain.postgres_chained(curs, chain):
+                return 0  # every start creates the tables: no writer waits on it
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)
+            return log_chain.postgres_seal(curs, chain, self._table(self.events_table_name))
+
+    def chain_rows(self, after_seq: int, limit: int) -> list[log_chain.ChainRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            return log_chain.postgres_rows(curs, self._table(log_chain.CHAIN), after_seq, limit)
+
+    def _insert_stored_events(
+        self, curs: psycopg.Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_stored_events(curs, stored_events, **kwargs)  # takes the table's lock
+        if stored_events:
+            # Its own cursor: the insert's cursor still holds the returned notification ids.
+            with curs.connection.cursor() as chain_curs:
+                log_chain.postgres_append(
+                    chain_curs,
+                    self._table(log_chain.CHAIN),
+                    self._table(self.events_table_name),
+                    self._events_name,
+                    len(stored_events),
+                )
 
     def _table(self, name: str) -> SQL | Any:
         return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))

@@ -25,6 +25,9 @@ VERBS: dict[str, str] = {
     "forget": "consumers.cli_forget:forget",
     "dlq": "consumers.cli_dlq:dlq",
     "demo": "consumers.cli_demo:demo",
+    # issue 12, compliance: point-in-time replay and the tamper-evident log
+    "replay": "consumers.cli_replay:replay",
+    "verify": "consumers.cli_verify:verify_log",
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from adapters.event_store import address_keys
+from adapters.log_verify import verify
 from adapters.settings import Settings
 from tests.integration.ingest_harness import (
     STOP_WITHIN_S,
@@ -91,8 +92,10 @@ def assert_each_change_stored_exactly_once(
             lambda: f"stored {total_stored(config)} of {MESSAGES}\n{workers.started[-1].tail()}",
         )
         counts = Counter(change.event_id for change in store.all_changes())
+        chain = verify(store.recorder)  # type: ignore[arg-type]
     finally:
         store.close()
+    assert chain.ok, f"a crash broke the log's hash chain: {chain.problem}"
     produced = {change.event_id for change in stream.changes}
     assert set(counts) == produced, f"lost {len(produced - set(counts))} changes"
     duplicated = {event_id: n for event_id, n in counts.items() if n > 1}
