@@ -147,8 +147,11 @@ def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pus
     try:
         target = org.find_opt_out_field(field, config.marketo_field_name)
     except salesforce.FieldMissing as missing:
-        return Pusher(open_store(config), org, None, field_missing=str(missing))
-    return Pusher(open_store(config), org, target)
+        pusher = Pusher(open_store(config), org, None, field_missing=str(missing))
+    else:
+        pusher = Pusher(open_store(config), org, target)
+    pusher.email_scope, pusher.resolve_by_email = config.email_scope, config.resolve_by_email
+    return pusher
 
 
 def pusher_lock(config: Settings) -> ProcessLock:

@@ -17,6 +17,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.application import ChangeRecorder
 from domain.identity import RecordType, record_type, to_18
+from domain.opt_out_field import EmailScope
 from domain.person import Person, WaitingReason
 
 __all__ = [
@@ -34,11 +35,16 @@ RECORD_ATTEMPTS = 5  # an ingest writing the same person meanwhile makes one att
 
 @dataclass(frozen=True)
 class Owed:
-    """A push a person is owed: the record to write, or why it has to wait."""
+    """A push a person is owed: the record to write, the emails whose records to find and write,
+    or why it has to wait."""
 
     key: str
     record_id: str | None = None  # 18 characters
     waiting: WaitingReason | None = None
+    # Clear addresses to look records up by (scope `all`, or a pending link resolved by email):
+    # held in memory for the push only, never put into an event.
+    emails: tuple[str, ...] = ()
+    settled: frozenset[str] = frozenset()  # records already accepted or refused for good
 
     @property
     def object_type(self) -> RecordType:
@@ -77,19 +83,39 @@ class Waiting:
 Outcome = Accepted | Refused | Waiting
 
 
-def owed_push(store: ChangeRecorder, key: str) -> Owed | None:
-    """What the live push owes this person or address now; None when nothing."""
+def owed_push(
+    store: ChangeRecorder,
+    key: str,
+    *,
+    email_scope: EmailScope = EmailScope.LINKED,
+    resolve_by_email: bool = False,
+) -> Owed | None:
+    """What the live push owes this person or address now; None when nothing.
+
+    With scope `all` the records carrying the person's emails are owed too; with
+    `resolve_by_email` (or scope `all`) a pending link is pushed to the records carrying them.
+    """
     person, answer = store.standing(key)
     if person is None or not answer.opted_out:
         return None
-    if person.salesforce_id is None:
-        if person.is_address and store.carriers(key):
-            return None  # pushed through the records of the persons that carry it
-        return Owed(key, waiting=WaitingReason.NO_SALESFORCE_ID)
-    record = to_18(person.salesforce_id)
-    if record in (person.accepted_record, person.refused_record):
-        return None
-    return Owed(key, record_id=record)
+    pending = person.salesforce_id is None
+    if pending and person.is_address and store.carriers(key):
+        return None  # pushed through the records of the persons that carry it
+    by_email = email_scope is EmailScope.ALL or (resolve_by_email and pending)
+    emails = _emails(store, person) if by_email else ()
+    settled = frozenset((*person.accepted_records, *person.refused_records))
+    if pending:
+        return Owed(key, waiting=WaitingReason.NO_SALESFORCE_ID, emails=emails, settled=settled)
+    record = to_18(str(person.salesforce_id))
+    if record in settled or record in (person.accepted_record, person.refused_record):
+        return Owed(key, emails=emails, settled=settled) if emails else None
+    return Owed(key, record_id=record, emails=emails, settled=settled)
+
+
+def _emails(store: ChangeRecorder, person: Person) -> tuple[str, ...]:
+    """The clear addresses of a person (or an address) still on record (not erased)."""
+    keys = [person.key] if person.is_address else person.mailboxes
+    return tuple(email for email in map(store.address, keys) if email)
 
 
 def _apply(person: Person, outcome: Outcome) -> None:
