@@ -108,6 +108,7 @@ class Pusher:
         self.paused_until = 0.0
         self.stats.position = self.position
         self._keys: dict[UUID, str] = {}  # a person's key never changes
+        self._calls_recorded = 0  # of org.calls_made: the rest are stored with the next outcomes
 
     def run(self, *, idle_exit_s: float | None = None) -> PushStats:
         """Pushes until stopped, or until nothing was read or pushed for `idle_exit_s`."""
@@ -129,7 +130,8 @@ class Pusher:
         ready = sum(1 for due in self.due.values() if due.at <= now)
         read = ready < READ_AHEAD and self._read()
         pushed = self._push_due()
-        if not pushed and self._settled() > self.position:
+        unrecorded = self.org.calls_made > self._calls_recorded  # e.g. the start-up's describes
+        if not pushed and (self._settled() > self.position or unrecorded):
             self._save([])
         self.stats.calls = self.org.calls_made
         return read or pushed
@@ -362,8 +364,14 @@ class Pusher:
     def _save(self, outcomes: Sequence[Outcome]) -> None:
         settled = self._settled()
         advanced = settled > self.position
-        if not outcomes and not advanced:
+        made = self.org.calls_made
+        if not outcomes and not advanced and made == self._calls_recorded:
             return
-        record_outcomes(self.store, outcomes, Tracking(PUSHER, settled) if advanced else None)
+        # The calls' times go with the outcomes: the daily budget's count survives a restart.
+        new = made - self._calls_recorded
+        calls = self.org.call_times()[-new:] if new > 0 else []
+        position = Tracking(PUSHER, settled) if advanced else None
+        record_outcomes(self.store, outcomes, position, calls)
+        self._calls_recorded = made
         if advanced:
             self.position = self.stats.position = settled

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from domain.api_spend import DAY_S, ApiSpend, day_of, days_back, spend_id
 from domain.application import ChangeRecorder
 from domain.identity import RecordType, record_type, to_18
 from domain.opt_out_field import EmailScope
@@ -28,6 +30,7 @@ __all__ = [
     "WaitingReason",
     "owed_push",
     "record_outcomes",
+    "spent_calls",
 ]
 
 RECORD_ATTEMPTS = 5  # an ingest writing the same person meanwhile makes one attempt fail
@@ -141,10 +144,14 @@ def _apply(person: Person, outcome: Outcome) -> None:
 
 
 def record_outcomes(
-    store: ChangeRecorder, outcomes: Sequence[Outcome], position: Tracking | None
+    store: ChangeRecorder,
+    outcomes: Sequence[Outcome],
+    position: Tracking | None,
+    calls: Sequence[float] = (),
 ) -> None:
-    """Stores the outcomes in the persons' histories and the pusher's position, in one
-    transaction; persons changed meanwhile by an ingest are read afresh and tried again."""
+    """Stores the outcomes in the persons' histories, the API calls made (`calls`: when each was
+    sent) and the pusher's position, in one transaction; persons changed meanwhile by an ingest
+    are read afresh and tried again."""
     for attempt in range(RECORD_ATTEMPTS):
         persons: dict[str, Person] = {}
         for outcome in outcomes:
@@ -153,10 +160,42 @@ def record_outcomes(
                 continue
             persons[outcome.key] = person
             _apply(person, outcome)
+        spends = _spends(store, calls)
         try:
-            store.save_with_position(persons.values(), position)
+            store.save_with_position([*persons.values(), *spends], position)  # type: ignore[list-item]
             return
         except IntegrityError:
-            store.forget_persons(person.id for person in persons.values())
+            store.forget_persons(p.id for p in [*persons.values(), *spends])
             if attempt == RECORD_ATTEMPTS - 1:
                 raise
+
+
+def _spend(store: ChangeRecorder, day: str) -> ApiSpend | None:
+    try:
+        spend: ApiSpend = store.repository.get(spend_id(day))
+    except AggregateNotFoundError:
+        return None
+    return spend
+
+
+def _spends(store: ChangeRecorder, calls: Sequence[float]) -> list[ApiSpend]:
+    by_day: dict[str, list[float]] = {}
+    for at in calls:
+        by_day.setdefault(day_of(at), []).append(at)
+    spends = []
+    for day, times in by_day.items():
+        spend = _spend(store, day) or ApiSpend(day)
+        spend.made(times)
+        spends.append(spend)
+    return spends
+
+
+def spent_calls(store: ChangeRecorder, now: float) -> list[float]:
+    """When each API call the pusher recorded in the 24 hours before `now` was sent: the daily
+    budget's count, carried across a restart."""
+    times: list[float] = []
+    for day in days_back(now):
+        spend = _spend(store, day)
+        if spend is not None:
+            times.extend(at for at in spend.times if at > now - DAY_S)
+    return sorted(times)
