@@ -53,7 +53,8 @@ LIMIT_PROBE_S = 900.0  # REQUEST_LIMIT_EXCEEDED: look again a few times an hour,
 
 _CHANGES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
 _RETRIES = (Person.OptOutRefused, Person.PushWaiting)
-_FOLLOWED = [get_topic(kind) for kind in (*_CHANGES, *_RETRIES)] + [
+# Registrations name a new person's key: read here, it need not be loaded to be known.
+_FOLLOWED = [get_topic(kind) for kind in (Person.Registered, *_CHANGES, *_RETRIES)] + [
     former for former, kind in FORMER_TOPICS.items() if kind in _CHANGES
 ]
 # Waits read back from the log (after a restart): the person is owed a push again.
@@ -144,6 +145,9 @@ class Pusher:
         now = self.clock()
         for notification in notifications:
             event = self.store.mapper.to_domain_event(notification)
+            if isinstance(event, Person.Registered):
+                self._remember(event.originator_id, event.key)
+                continue
             for key in self._affected(event):
                 self._schedule(key, notification.id, now)
         if notifications:
@@ -169,9 +173,13 @@ class Pusher:
         key = self._keys.get(person_id)
         if key is None:
             person: Person = self.store.repository.get(person_id)
-            if len(self._keys) >= KEYS_KEPT:
-                self._keys.clear()
-            key = self._keys[person_id] = person.key
+            key = self._remember(person_id, person.key)
+        return key
+
+    def _remember(self, person_id: UUID, key: str) -> str:
+        if len(self._keys) >= KEYS_KEPT:
+            self._keys.clear()
+        self._keys[person_id] = key
         return key
 
     def _schedule(self, key: str, since: int, at: float, attempts: int = 0) -> None:
@@ -198,12 +206,14 @@ class Pusher:
             return False
         outcomes: list[Outcome] = []
         owed: list[Owed] = []
+        loaded: dict[str, Person] = {}  # read once: their outcomes are written on these
         for _, key in ready:
             wanted = owed_push(
                 self.store,
                 key,
                 email_scope=self.email_scope,
                 resolve_by_email=self.resolve_by_email,
+                loaded=loaded,
             )
             if wanted is not None and (wanted.record_id is not None or wanted.emails):
                 owed.append(wanted)
@@ -216,7 +226,7 @@ class Pusher:
             outcomes.extend(self._field_missing(owed))
         elif owed:
             outcomes.extend(self._push(owed))
-        self._save(outcomes)
+        self._save(outcomes, loaded)
         return True
 
     def _field_missing(self, owed: Sequence[Owed]) -> list[Outcome]:
@@ -361,7 +371,7 @@ class Pusher:
         self.stats.waiting += 1
         return Waiting(owed.key, reason, detail)
 
-    def _save(self, outcomes: Sequence[Outcome]) -> None:
+    def _save(self, outcomes: Sequence[Outcome], loaded: dict[str, Person] | None = None) -> None:
         settled = self._settled()
         advanced = settled > self.position
         made = self.org.calls_made
@@ -371,7 +381,7 @@ class Pusher:
         new = made - self._calls_recorded
         calls = self.org.call_times()[-new:] if new > 0 else []
         position = Tracking(PUSHER, settled) if advanced else None
-        record_outcomes(self.store, outcomes, position, calls)
+        record_outcomes(self.store, outcomes, position, calls, loaded)
         self._calls_recorded = made
         if advanced:
             self.position = self.stats.position = settled

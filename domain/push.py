@@ -92,13 +92,17 @@ def owed_push(
     *,
     email_scope: EmailScope = EmailScope.LINKED,
     resolve_by_email: bool = False,
+    loaded: dict[str, Person] | None = None,
 ) -> Owed | None:
     """What the live push owes this person or address now; None when nothing.
 
     With scope `all` the records carrying the person's emails are owed too; with
     `resolve_by_email` (or scope `all`) a pending link is pushed to the records carrying them.
+    `loaded` collects the persons read, for `record_outcomes` to write without reading again.
     """
     person, answer = store.standing(key)
+    if loaded is not None and person is not None:
+        loaded[key] = person
     if person is None or not answer.opted_out:
         return None
     pending = person.salesforce_id is None
@@ -148,14 +152,16 @@ def record_outcomes(
     outcomes: Sequence[Outcome],
     position: Tracking | None,
     calls: Sequence[float] = (),
+    loaded: dict[str, Person] | None = None,
 ) -> None:
     """Stores the outcomes in the persons' histories, the API calls made (`calls`: when each was
     sent) and the pusher's position, in one transaction; persons changed meanwhile by an ingest
-    are read afresh and tried again."""
+    are read afresh and tried again. `loaded`: persons just read (by `owed_push`), used once."""
     for attempt in range(RECORD_ATTEMPTS):
         persons: dict[str, Person] = {}
+        read = (loaded or {}) if attempt == 0 else {}
         for outcome in outcomes:
-            person = persons.get(outcome.key) or store.person(outcome.key)
+            person = persons.get(outcome.key) or read.get(outcome.key) or store.person(outcome.key)
             if person is None:
                 continue
             persons[outcome.key] = person
