@@ -2,11 +2,11 @@
 an idle pusher makes.
 
     ./run bench push [--rates 100,1000] [--seconds 20] [--burst 10000] [--idle 60]
-                     [--latency-ms 50] [--database-url URL] [--json]
+                     [--latency-ms 50] [--store sqlite|postgres] [--json]
 
 One `optout-sync ingest` and one `optout-sync push` process, the sandbox org in a process of its
 own (`optout-sync sandbox`, with its `latency` fault on every API call), the project's local
-Kafka broker (or KAFKA_BOOTSTRAP_SERVERS) and a fresh SQLite store (or --database-url). Each change
+Kafka broker (or KAFKA_BOOTSTRAP_SERVERS) and a fresh SQLite store (or PostgreSQL). Each change
 is an unsubscribe of a person of its own, linked to a Contact of its own, so every change is owed
 one push.
 
@@ -17,6 +17,8 @@ one push.
 2. A burst of --burst changes produced at once: sObject Collections calls made for it, beside the
    naive one call per change. Target: ≤ 55 for 10,000 (the floor at 200 a call is 50).
 3. --idle seconds with nothing to do and the pusher running: API calls made. Target: 0.
+
+Exits non-zero when a target is missed; --json prints the figures as one JSON object.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ import requests
 from eventsourcing.utils import get_topic
 from simple_salesforce import Salesforce
 
+import devservices
 from adapters import kafka_clients
 from adapters.inbound import Actor, ChangeV1, PersonRef, encode, kafka_key
 from adapters.settings import Settings, load
 from consumers import bootstrap
+from devservices import database as local_postgres
 from domain.identity import aggregate_id, person_key
 from domain.person import Person
 
@@ -274,6 +278,24 @@ def idle_run(org: Org, seconds: float) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def store_url(store: str, state: Path) -> Iterator[str]:
+    """A fresh store for the run; a PostgreSQL database is dropped after it."""
+    if store == "sqlite":
+        yield f"sqlite:///{state / 'events.sqlite'}"
+        return
+    server_url = os.environ.get("OPTOUT_BENCH_DATABASE_URL")
+    if not server_url:
+        services = devservices.settings.load()
+        devservices.up("postgres", services)
+        server_url = local_postgres.url(services, "optout")
+    name = f"bench_push_{uuid.uuid4().hex[:8]}"
+    try:
+        yield local_postgres.create_database(server_url, name)
+    finally:
+        local_postgres.drop_database(server_url, name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="100,1000", help="changes per second, comma-separated")
@@ -281,7 +303,13 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10_000)
     parser.add_argument("--idle", type=float, default=60.0)
     parser.add_argument("--latency-ms", type=int, default=50, help="the sandbox's latency fault")
-    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="a fresh SQLite file, or a fresh database on OPTOUT_BENCH_DATABASE_URL's server "
+        "(default: the project's local PostgreSQL)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",") if rate]
@@ -289,11 +317,9 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="optout-bench-push-"))
     bootstrap.ensure_local_kafka()
     needed = sum(int(rate * args.seconds) for rate in rates) + args.burst + WARM_UP
-    with sandbox(needed, state, args.latency_ms) as org:
+    with sandbox(needed, state, args.latency_ms) as org, store_url(args.store, state) as url:
         records = contact_ids(org)
-        config = settings_for(
-            args.database_url or f"sqlite:///{state / 'events.sqlite'}", state, org
-        )
+        config = settings_for(url, state, org)
         bootstrap.prepare(config)
         env = env_of(config, org)
         logs = [(state / name).open("w") for name in ("ingest.log", "push.log")]
@@ -326,6 +352,9 @@ def main() -> None:
             for log in logs:
                 log.close()
     report(args, latency, burst, idle)
+    missed = [row for row in latency if row["rate"] == 100 and row["p99_s"] > TARGET_P99_S]
+    if missed or burst["push_calls"] > TARGET_BURST_CALLS or idle["api_calls"]:
+        raise SystemExit(1)
 
 
 def report(
@@ -337,7 +366,10 @@ def report(
     if args.json:
         print(json.dumps({"latency": latency, "burst": burst, "idle": idle}))
         return
-    print(f"\nproduce → accepted, sandbox latency {args.latency_ms} ms a call (seconds)")
+    print(
+        f"\nproduce → accepted on {args.store}, sandbox latency {args.latency_ms} ms a call "
+        "(seconds)"
+    )
     print(
         f"{'rate/s':>8}{'changes':>9}{'p50':>8}{'p99':>8}   split p50 (p99): ingest, wait, Salesforce"
     )
