@@ -143,14 +143,16 @@ def test_a_timed_fault_fires_for_its_seconds_then_ends(sandbox: Sandbox, sf: Sal
     assert not sandbox.org.faults.describe()
 
 
-def test_every_checkbox_write_is_journalled(sandbox: Sandbox, sf: Salesforce) -> None:
-    record = sandbox.insert("Contact", LastName="Journal")
-    sf.Contact.update(record, {"HasOptedOutOfEmail": True})
-    sf.Contact.update(record, {"HasOptedOutOfEmail": False})
-    assert [w for w in sandbox.store.checkbox_writes if w[0] == record] == [
-        (record, "HasOptedOutOfEmail", True),
-        (record, "HasOptedOutOfEmail", False),
-    ]
+def test_every_checkbox_write_is_journalled() -> None:
+    with running_sandbox() as org:  # its own: the shared org's record count stays as seeded
+        record = org.insert("Contact", LastName="Journal")
+        sf = org.client()
+        sf.Contact.update(record, {"HasOptedOutOfEmail": True})
+        sf.Contact.update(record, {"HasOptedOutOfEmail": False})
+        assert org.store.checkbox_writes == [
+            (record, "HasOptedOutOfEmail", True),
+            (record, "HasOptedOutOfEmail", False),
+        ]
 
 
 def test_a_stopped_sandbox_refuses_connections_and_serves_the_same_org_once_started() -> None:
