@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 
 from adapters import event_store, kafka_clients, salesforce
 from adapters.process_lock import ProcessLock
+from adapters.salesforce_client import Credentials
 from adapters.settings import ConfigError, Settings, load
 from consumers.ingest import Ingest
 from consumers.pusher import Pusher
@@ -144,6 +145,8 @@ def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pus
     """The live pusher, wired: its store, the org (logged in now), the field it writes (found
     now; when it is missing the pusher writes nothing and says why in each owed person's
     history: `pusher.field_missing`)."""
+    if org is None:
+        Credentials.from_settings(config)  # no org configured: said before the store is opened
     store = open_store(config)
     try:
         # The calls of the last 24 hours count against the daily budget after a restart too.
