@@ -154,6 +154,10 @@ class SalesforceOrg:
         """API calls this process sent (each attempt, whatever its answer); logins excluded."""
         return self._client.meter.calls_made
 
+    def call_times(self) -> list[float]:
+        """When each API call counted against the daily budget (the last 24 hours) was sent."""
+        return self._client.meter.spent_times()
+
     @property
     def logins(self) -> int:
         return self._client.meter.logins
@@ -327,6 +331,7 @@ def _labelled(sobject: str, fields: list[dict[str, Any]], label: str) -> str:
     return _writable(sobject, (checkboxes or matches)[0], "")
 
 
-def connect(settings: Settings) -> SalesforceOrg:
-    """The configured org, logged in (SOAP user login or OAuth client credentials)."""
-    return SalesforceOrg(connect_client(settings))
+def connect(settings: Settings, already_spent: Sequence[float] = ()) -> SalesforceOrg:
+    """The configured org, logged in (SOAP user login or OAuth client credentials).
+    `already_spent`: the calls of the last 24 hours a restarted process carries (`call_times`)."""
+    return SalesforceOrg(connect_client(settings, already_spent))

@@ -246,9 +246,10 @@ class OrgClient:
         budget: DailyBudget,
         timeout_s: float = 30.0,
         ca_bundle: str | None = None,
+        already_spent: Sequence[float] = (),
     ) -> None:
         self.credentials = credentials
-        self.meter = CallMeter(budget)
+        self.meter = CallMeter(budget, already_spent=already_spent)
         self.http = _MeteredSession(timeout_s, self.meter)
         if ca_bundle:
             self.http.verify = ca_bundle
@@ -388,11 +389,13 @@ def _translated(what: str, private: bool = False) -> Iterator[None]:
         ) from None
 
 
-def connect_client(settings: Settings) -> OrgClient:
-    """A logged-in client for the configured org; a refused login stops start-up with the reason."""
+def connect_client(settings: Settings, already_spent: Sequence[float] = ()) -> OrgClient:
+    """A logged-in client for the configured org; a refused login stops start-up with the reason.
+    `already_spent`: when each call counted against the daily budget was made (a restart)."""
     return OrgClient(
         Credentials.from_settings(settings),
         budget=settings.salesforce_daily_budget,
         timeout_s=settings.salesforce_timeout_s,
         ca_bundle=settings.salesforce_ca_bundle,
+        already_spent=already_spent,
     )

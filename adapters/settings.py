@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from domain.opt_out_field import OptOutField
+from domain.opt_out_field import EmailScope, OptOutField
 
 
 class ConfigError(ValueError):
@@ -126,6 +126,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nightly_overlap: timedelta = timedelta(minutes=10)
     # OPTOUT_NIGHTLY_BULK_FROM: owed records from which the pass pushes by Bulk API 2.0.
     nightly_bulk_from: int = 2000
+    # OPTOUT_EMAIL_SCOPE: linked (the person's own record) or all (every record carrying the email).
+    email_scope: EmailScope = EmailScope.LINKED
+    # OPTOUT_RESOLVE_BY_EMAIL: on/off; on: a person without a Salesforce id is pushed to the
+    # records carrying their email (always so with OPTOUT_EMAIL_SCOPE=all).
+    resolve_by_email: bool = False
 
     @property
     def store_location(self) -> str:
@@ -171,6 +176,8 @@ ENV_NAMES = {
     "nightly_zone": "OPTOUT_NIGHTLY_ZONE",
     "nightly_overlap": "OPTOUT_NIGHTLY_OVERLAP",
     "nightly_bulk_from": "OPTOUT_NIGHTLY_BULK_FROM",
+    "email_scope": "OPTOUT_EMAIL_SCOPE",
+    "resolve_by_email": "OPTOUT_RESOLVE_BY_EMAIL",
 }
 
 
@@ -357,6 +364,8 @@ class _SalesforceSettings(TypedDict):
     opt_out_field: OptOutField
     marketo_field_name: str | None
     nightly_sync: bool
+    email_scope: EmailScope
+    resolve_by_email: bool
 
 
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?!\n)$")
@@ -408,7 +417,19 @@ def _salesforce(env: Mapping[str, str]) -> _SalesforceSettings:
         "opt_out_field": _opt_out_field(env),
         "marketo_field_name": marketo_name,
         "nightly_sync": _switch(env, ENV_NAMES["nightly_sync"], default=False),
+        "email_scope": _email_scope(env),
+        "resolve_by_email": _switch(env, ENV_NAMES["resolve_by_email"], default=False),
     }
+
+
+def _email_scope(env: Mapping[str, str]) -> EmailScope:
+    name = ENV_NAMES["email_scope"]
+    raw = read_setting(env, name) or EmailScope.LINKED.value
+    try:
+        return EmailScope(raw.strip().lower())
+    except ValueError:
+        choices = ", ".join(scope.value for scope in EmailScope)
+        raise ConfigError(f"{name}: expected one of {choices}, got {raw!r}") from None
 
 
 def _daily_budget(env: Mapping[str, str]) -> DailyBudget:

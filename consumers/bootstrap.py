@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from kafka.errors import KafkaError
 
 from adapters import event_store, kafka_clients, salesforce, salesforce_client
 from adapters.process_lock import ProcessLock
+from adapters.salesforce_client import Credentials
 from adapters.settings import ConfigError, Settings, load
 from consumers import logs
 from consumers.ingest import Ingest
@@ -22,6 +24,7 @@ from consumers.pusher import Pusher
 from domain.application import ChangeRecorder
 from domain.identity import person_key
 from domain.opt_out_field import live_push_field
+from domain.push import spent_calls
 
 if TYPE_CHECKING:
     from consumers.nightly import NightlyRun
@@ -146,13 +149,24 @@ def pusher(config: Settings, org: salesforce.SalesforceOrg | None = None) -> Pus
     """The live pusher, wired: its store, the org (logged in now), the field it writes (found
     now; when it is missing the pusher writes nothing and says why in each owed person's
     history: `pusher.field_missing`)."""
-    org = org or salesforce.connect(config)
-    field = live_push_field(config.nightly_sync, config.opt_out_field)
+    if org is None:
+        Credentials.from_settings(config)  # no org configured: said before the store is opened
+    store = open_store(config)
     try:
-        target = org.find_opt_out_field(field, config.marketo_field_name)
-    except salesforce.FieldMissing as missing:
-        return Pusher(open_store(config), org, None, field_missing=str(missing))
-    return Pusher(open_store(config), org, target)
+        # The calls of the last 24 hours count against the daily budget after a restart too.
+        org = org or salesforce.connect(config, already_spent=spent_calls(store, time.time()))
+        field = live_push_field(config.nightly_sync, config.opt_out_field)
+        try:
+            target = org.find_opt_out_field(field, config.marketo_field_name)
+        except salesforce.FieldMissing as missing:
+            pusher = Pusher(store, org, None, field_missing=str(missing))
+        else:
+            pusher = Pusher(store, org, target)
+    except BaseException:
+        store.close()
+        raise
+    pusher.email_scope, pusher.resolve_by_email = config.email_scope, config.resolve_by_email
+    return pusher
 
 
 def publisher(config: Settings) -> Publisher:

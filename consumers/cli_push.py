@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 
 import click
 import msgspec
 
-from adapters.salesforce import SalesforceFailure
-from adapters.settings import ConfigError
+from adapters.salesforce import BudgetSpent, SalesforceFailure
+from adapters.settings import ConfigError, Settings
 from consumers import bootstrap
-from consumers.pusher import LockLost
+from consumers.pusher import LockLost, Pusher
 from consumers.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 FIELD_MISSING_PASS_S = 2.0  # with the field missing: the pass that records the waits, then exit
+
+
+def _started(config: Settings, stopping: threading.Event, *, waits: bool) -> Pusher | None:
+    """The pusher; while the daily budget is spent (its count carried from before a restart),
+    a long-running pusher waits for the window to free a call instead of calling."""
+    while True:
+        try:
+            return bootstrap.pusher(config)
+        except BudgetSpent as spent:
+            if not waits:
+                raise
+            log.warning("%s: waiting", spent)
+            if stopping.wait(max(1.0, (spent.resets_at - datetime.now(UTC)).total_seconds())):
+                return None
 
 
 @click.command()
@@ -46,7 +61,9 @@ def push(idle_exit: float | None, as_json: bool) -> None:
                     return
             log.info("this is the store's active pusher")
             try:
-                pusher = bootstrap.pusher(config)
+                pusher = _started(config, stopping, waits=idle_exit is None)
+                if pusher is None:
+                    return  # stopped while the budget was spent
             except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
                 raise click.ClickException(f"Salesforce: {error}") from None
             except ConfigError as error:  # no org configured

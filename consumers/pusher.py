@@ -35,6 +35,8 @@ from adapters.salesforce import (
     SalesforceOrg,
 )
 from domain.application import ChangeRecorder
+from domain.identity import record_type
+from domain.opt_out_field import EmailScope
 from domain.person import FORMER_TOPICS, Person, WaitingReason
 from domain.push import Accepted, Outcome, Owed, Refused, Waiting, owed_push, record_outcomes
 
@@ -51,7 +53,8 @@ LIMIT_PROBE_S = 900.0  # REQUEST_LIMIT_EXCEEDED: look again a few times an hour,
 
 _CHANGES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
 _RETRIES = (Person.OptOutRefused, Person.PushWaiting)
-_FOLLOWED = [get_topic(kind) for kind in (*_CHANGES, *_RETRIES)] + [
+# Registrations name a new person's key: read here, it need not be loaded to be known.
+_FOLLOWED = [get_topic(kind) for kind in (Person.Registered, *_CHANGES, *_RETRIES)] + [
     former for former, kind in FORMER_TOPICS.items() if kind in _CHANGES
 ]
 # Waits read back from the log (after a restart): the person is owed a push again.
@@ -96,6 +99,8 @@ class Pusher:
     # Whether this is still the one active pusher of its store (see adapters.process_lock).
     holds_lock: Callable[[], bool] = lambda: True
     field_missing: str | None = None  # why no field can be written: every push waits, said once
+    email_scope: EmailScope = EmailScope.LINKED  # OPTOUT_EMAIL_SCOPE
+    resolve_by_email: bool = False  # OPTOUT_RESOLVE_BY_EMAIL: pending links found by email
 
     def __post_init__(self) -> None:
         self.position = self.store.position(PUSHER) or 0
@@ -104,6 +109,7 @@ class Pusher:
         self.paused_until = 0.0
         self.stats.position = self.position
         self._keys: dict[UUID, str] = {}  # a person's key never changes
+        self._calls_recorded = 0  # of org.calls_made: the rest are stored with the next outcomes
 
     def run(self, *, idle_exit_s: float | None = None) -> PushStats:
         """Pushes until stopped, or until nothing was read or pushed for `idle_exit_s`."""
@@ -125,7 +131,8 @@ class Pusher:
         ready = sum(1 for due in self.due.values() if due.at <= now)
         read = ready < READ_AHEAD and self._read()
         pushed = self._push_due()
-        if not pushed and self._settled() > self.position:
+        unrecorded = self.org.calls_made > self._calls_recorded  # e.g. the start-up's describes
+        if not pushed and (self._settled() > self.position or unrecorded):
             self._save([])
         self.stats.calls = self.org.calls_made
         return read or pushed
@@ -138,6 +145,9 @@ class Pusher:
         now = self.clock()
         for notification in notifications:
             event = self.store.mapper.to_domain_event(notification)
+            if isinstance(event, Person.Registered):
+                self._remember(event.originator_id, event.key)
+                continue
             for key in self._affected(event):
                 self._schedule(key, notification.id, now)
         if notifications:
@@ -163,9 +173,13 @@ class Pusher:
         key = self._keys.get(person_id)
         if key is None:
             person: Person = self.store.repository.get(person_id)
-            if len(self._keys) >= KEYS_KEPT:
-                self._keys.clear()
-            key = self._keys[person_id] = person.key
+            key = self._remember(person_id, person.key)
+        return key
+
+    def _remember(self, person_id: UUID, key: str) -> str:
+        if len(self._keys) >= KEYS_KEPT:
+            self._keys.clear()
+        self._keys[person_id] = key
         return key
 
     def _schedule(self, key: str, since: int, at: float, attempts: int = 0) -> None:
@@ -192,9 +206,16 @@ class Pusher:
             return False
         outcomes: list[Outcome] = []
         owed: list[Owed] = []
+        loaded: dict[str, Person] = {}  # read once: their outcomes are written on these
         for _, key in ready:
-            wanted = owed_push(self.store, key)
-            if wanted is not None and wanted.record_id is not None:
+            wanted = owed_push(
+                self.store,
+                key,
+                email_scope=self.email_scope,
+                resolve_by_email=self.resolve_by_email,
+                loaded=loaded,
+            )
+            if wanted is not None and (wanted.record_id is not None or wanted.emails):
                 owed.append(wanted)
                 continue
             del self.due[key]
@@ -205,7 +226,7 @@ class Pusher:
             outcomes.extend(self._field_missing(owed))
         elif owed:
             outcomes.extend(self._push(owed))
-        self._save(outcomes)
+        self._save(outcomes, loaded)
         return True
 
     def _field_missing(self, owed: Sequence[Owed]) -> list[Outcome]:
@@ -217,68 +238,120 @@ class Pusher:
         reason = WaitingReason.FIELD_MISSING
         return [Waiting(person.key, reason, self.field_missing) for person in owed]
 
+    def _records_by_email(self, owed: Sequence[Owed]) -> dict[str, list[str]]:
+        """The records carrying each email of the batch: one batched look-up (two calls)."""
+        emails = [email for person in owed for email in person.emails]
+        if not emails:
+            return {}
+        found = self.org.records_by_email(emails)
+        return {email: [record.id for record in records] for email, records in found.items()}
+
     def _push(self, owed: Sequence[Owed]) -> list[Outcome]:
         """Calls Salesforce (no transaction open) and turns its answers into outcomes."""
         assert self.target is not None
         target = self.target
+        try:
+            by_email = self._records_by_email(owed)
+        except (RetryLater, BudgetSpent, ApiLimitReached) as failed:
+            log.warning("Salesforce look-up by email failed: %s", failed)
+            return [o for person in owed for o in self._settle(person, [], failed)]
+        plan: dict[str, list[str]] = {}  # person key → the records to write for them
+        found: set[str] = set()  # persons with a record, whether written already or not
+        for person in owed:
+            records = [person.record_id] if person.record_id else []
+            records += [r for email in person.emails for r in by_email.get(email, [])]
+            plan[person.key] = [r for r in dict.fromkeys(records) if r not in person.settled]
+            if records:
+                found.add(person.key)
+        wanted = list(dict.fromkeys(r for records in plan.values() for r in records))
         writes = [
-            OptOutWrite(record_id=str(o.record_id), object_type=o.object_type, target=target)
-            for o in owed
+            OptOutWrite(record_id=r, object_type=record_type(r), target=target) for r in wanted
         ]
         self.stats.written += len(writes)
         failure: SalesforceFailure | None = None
-        try:
-            results: Sequence[PushResult] = self.org.push_opt_outs(writes)
-        except (RetryLater, BudgetSpent, ApiLimitReached) as failed:
-            failure, results = failed, failed.completed
+        results: Sequence[PushResult] = ()
+        if writes:
+            try:
+                results = self.org.push_opt_outs(writes)
+            except (RetryLater, BudgetSpent, ApiLimitReached) as failed:
+                failure, results = failed, failed.completed
         by_record: dict[str, PushResult] = {}
         for result in results:
             by_record.setdefault(result.record_id, result)
         outcomes: list[Outcome] = []
         for person in owed:
-            answer = by_record.get(str(person.record_id))
-            if answer is not None:
-                outcomes.append(self._answered(person, answer))
-            else:
-                assert failure is not None
-                outcomes.append(self._failed(person, failure))
+            answers = [(r, by_record.get(r)) for r in plan[person.key]]
+            outcomes.extend(self._settle(person, answers, failure, person.key in found))
         return outcomes
 
-    def _answered(self, owed: Owed, result: PushResult) -> Outcome:
-        record_id, object_type = str(owed.record_id), str(owed.object_type)
-        if result.accepted:
-            del self.due[owed.key]
-            self.stats.accepted += 1
-            return Accepted(
-                owed.key,
-                record_id,
-                object_type,
-                result.field,
-                result.written_id or record_id,
-                result.converted_contact_id,
-                result.answered_at or datetime.now(UTC),
-            )
-        if result.outcome is PushOutcome.LIMIT:
-            return self._pause(owed, WaitingReason.API_LIMIT, LIMIT_PROBE_S, result.message)
-        will_retry = result.outcome is PushOutcome.RETRY
-        if will_retry:
+    def _settle(
+        self,
+        owed: Owed,
+        answers: Sequence[tuple[str, PushResult | None]],
+        failure: SalesforceFailure | None,
+        found: bool = False,
+    ) -> list[Outcome]:
+        """One person's outcomes, each record's in their history, and when they are due again."""
+        outcomes: list[Outcome] = []
+        retry = False
+        pause: tuple[WaitingReason, float, str | None] | None = None
+        for record_id, result in answers:
+            object_type = str(record_type(record_id))
+            if result is None:  # the call failed: the record was not answered
+                assert failure is not None
+                if isinstance(failure, BudgetSpent | ApiLimitReached):
+                    pause = self._pause_for(failure)
+                    continue
+                retry = True
+                code = failure.code or type(failure).__name__
+                message = str(failure)[:500]
+                outcomes.append(Refused(owed.key, record_id, object_type, code, message, True))
+            elif result.accepted:
+                self.stats.accepted += 1
+                outcomes.append(
+                    Accepted(
+                        owed.key,
+                        record_id,
+                        object_type,
+                        result.field,
+                        result.written_id or record_id,
+                        result.converted_contact_id,
+                        result.answered_at or datetime.now(UTC),
+                    )
+                )
+            elif result.outcome is PushOutcome.LIMIT:
+                pause = (WaitingReason.API_LIMIT, LIMIT_PROBE_S, result.message)
+            else:
+                will_retry = result.outcome is PushOutcome.RETRY
+                retry = retry or will_retry
+                self.stats.refused += not will_retry
+                code, message = result.error_code or "UNKNOWN_ERROR", result.message or ""
+                outcomes.append(
+                    Refused(owed.key, record_id, object_type, code, message, will_retry)
+                )
+        if not answers and failure is not None:  # the look-up by email failed
+            if isinstance(failure, BudgetSpent | ApiLimitReached):
+                pause = self._pause_for(failure)
+            else:
+                retry = True
+        if pause is not None:
+            outcomes.append(self._pause(owed, *pause))
+        elif retry:
             self._back_off(owed.key)
         else:
             del self.due[owed.key]
-            self.stats.refused += 1
-        code, message = result.error_code or "UNKNOWN_ERROR", result.message or ""
-        return Refused(owed.key, record_id, object_type, code, message, will_retry)
+            if not found and owed.waiting is not None:  # nothing found by email either
+                self.stats.waiting += 1
+                detail = "no Salesforce record carries the address" if owed.emails else None
+                outcomes.append(Waiting(owed.key, owed.waiting, detail))
+        return outcomes
 
-    def _failed(self, owed: Owed, failure: SalesforceFailure) -> Outcome:
+    @staticmethod
+    def _pause_for(failure: SalesforceFailure) -> tuple[WaitingReason, float, str | None]:
         if isinstance(failure, BudgetSpent):
             wait_s = (failure.resets_at - datetime.now(UTC)).total_seconds()
-            return self._pause(owed, WaitingReason.BUDGET_SPENT, wait_s, str(failure))
-        if isinstance(failure, ApiLimitReached):
-            return self._pause(owed, WaitingReason.API_LIMIT, LIMIT_PROBE_S, str(failure))
-        self._back_off(owed.key)
-        record_id, object_type = str(owed.record_id), str(owed.object_type)
-        code = failure.code or type(failure).__name__
-        return Refused(owed.key, record_id, object_type, code, str(failure)[:500], True)
+            return WaitingReason.BUDGET_SPENT, wait_s, str(failure)
+        return WaitingReason.API_LIMIT, LIMIT_PROBE_S, str(failure)
 
     def _back_off(self, key: str) -> None:
         due = self.due[key]
@@ -298,11 +371,17 @@ class Pusher:
         self.stats.waiting += 1
         return Waiting(owed.key, reason, detail)
 
-    def _save(self, outcomes: Sequence[Outcome]) -> None:
+    def _save(self, outcomes: Sequence[Outcome], loaded: dict[str, Person] | None = None) -> None:
         settled = self._settled()
         advanced = settled > self.position
-        if not outcomes and not advanced:
+        made = self.org.calls_made
+        if not outcomes and not advanced and made == self._calls_recorded:
             return
-        record_outcomes(self.store, outcomes, Tracking(PUSHER, settled) if advanced else None)
+        # The calls' times go with the outcomes: the daily budget's count survives a restart.
+        new = made - self._calls_recorded
+        calls = self.org.call_times()[-new:] if new > 0 else []
+        position = Tracking(PUSHER, settled) if advanced else None
+        record_outcomes(self.store, outcomes, position, calls, loaded)
+        self._calls_recorded = made
         if advanced:
             self.position = self.stats.position = settled

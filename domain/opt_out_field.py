@@ -19,3 +19,10 @@ def live_push_field(nightly_enabled: bool, chosen: OptOutField) -> OptOutField:
     the nightly sync disabled the live push still sets the standard Email Opt Out.
     """
     return chosen if nightly_enabled else OptOutField.EMAIL_OPT_OUT
+
+
+class EmailScope(StrEnum):
+    """Which records an opt-out is written to (PRODUCT.md §1.7)."""
+
+    LINKED = "linked"  # the person's own record, as the vendor does (the default)
+    ALL = "all"  # every Lead and Contact carrying the person's email: the "durable unsubscribe"

@@ -106,6 +106,7 @@ class Person(Aggregate):
             person.carry(self.mailbox)
             # A later unsubscribe is pushed afresh: someone may have unchecked the box meanwhile.
             person.accepted_record = person.refused_record = None
+            person.accepted_records = person.refused_records = ()
 
     class PersonLinked(Changed):
         """A Salesforce id became known or changed (the wire's `person_linked`)."""
@@ -131,6 +132,7 @@ class Person(Aggregate):
 
         def apply(self, person: Person) -> None:
             person.accepted_record, person.waiting = self.record_id, None
+            person.accepted_records = (*person.accepted_records, self.record_id)
 
     class OptOutRefused(Aggregate.Event):
         """Salesforce did not set the checkbox: its code and message, and whether it is retried."""
@@ -145,6 +147,7 @@ class Person(Aggregate):
             person.waiting = None
             if not self.will_retry:
                 person.refused_record = self.record_id
+                person.refused_records = (*person.refused_records, self.record_id)
 
     class PushWaiting(Aggregate.Event):
         """Why a push is not made yet (recorded when the reason changes, not on every pass)."""
@@ -159,6 +162,10 @@ class Person(Aggregate):
     accepted_record: str | None = None  # the record whose checkbox Salesforce accepted
     refused_record: str | None = None  # the record Salesforce refused for good
     waiting: str | None = None  # the current WaitingReason, if any
+    # Every record accepted / refused for good since the latest removal (several with
+    # OPTOUT_EMAIL_SCOPE=all or records found by email).
+    accepted_records: tuple[str, ...] | list[str] = ()
+    refused_records: tuple[str, ...] | list[str] = ()
 
     @staticmethod
     def create_id(key: str) -> UUID:

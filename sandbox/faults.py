@@ -1,9 +1,11 @@
-"""Injected failures: what a real org does on a bad day, switched on for the next N calls or by chance."""
+"""Injected failures: what a real org does on a bad day, switched on for the next N calls, for a
+while, or by chance."""
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,8 @@ KINDS = REQUEST_FAULTS + RECORD_FAULTS + JOB_FAULTS
 
 @dataclass
 class Fault:
-    """One failure mode; `count` (next N hits) and `probability` may combine; neither = every hit."""
+    """One failure mode; `count` (next N hits), `seconds` (for this long from when it is added)
+    and `probability` may combine; none of them = every hit until cleared."""
 
     kind: str
     count: int | None = None
@@ -33,6 +36,7 @@ class Fault:
     path: str | None = None  # only requests whose path contains this text
     method: str | None = None
     sobject: str | None = None  # bulk_job_failed: only jobs on this object
+    until: float | None = None  # monotonic time the fault ends (from `seconds`)
     fired: int = field(default=0)
 
     @classmethod
@@ -47,6 +51,7 @@ class Fault:
             "path",
             "method",
             "object",
+            "seconds",
         }
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
@@ -70,6 +75,9 @@ class Fault:
         latency = spec.get("latency_ms", 0)
         if kind == "latency" and (not isinstance(latency, int | float) or latency <= 0):
             raise ValueError("latency needs a positive latency_ms")
+        seconds = spec.get("seconds")
+        if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
+            raise ValueError("seconds must be a positive number")
         method = spec.get("method")
         return cls(
             kind=kind,
@@ -80,11 +88,16 @@ class Fault:
             path=spec.get("path"),
             method=str(method).upper() if method else None,
             sobject=spec.get("object"),
+            until=None if seconds is None else time.monotonic() + float(seconds),
         )
 
     @property
     def spent(self) -> bool:
         return self.count is not None and self.fired >= self.count
+
+    @property
+    def over(self) -> bool:
+        return self.until is not None and time.monotonic() >= self.until
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -96,6 +109,7 @@ class Fault:
             "path": self.path,
             "method": self.method,
             "object": self.sobject,
+            "seconds_left": None if self.until is None else max(0.0, self.until - time.monotonic()),
             "fired": self.fired,
         }
 
@@ -126,7 +140,10 @@ class FaultPlan:
         return bool(self._faults)
 
     def _fire(self, fault: Fault) -> bool:
-        # Caller holds the lock; a spent fault is dropped so the plan stays short.
+        # Caller holds the lock; a spent or ended fault is dropped so the plan stays short.
+        if fault.over:
+            self._faults.remove(fault)
+            return False
         if fault.probability is not None and self._random.random() >= fault.probability:
             return False
         fault.fired += 1

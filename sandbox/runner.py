@@ -68,11 +68,17 @@ class Sandbox:
         host, port = sock.getsockname()[:2]
         self.host, self.port = host, port
         self.url = f"https://{host}:{port}"
-        self.server = uvicorn.Server(
+        self.server = self._server()
+        # After uvicorn.Config, which (re)configures uvicorn's loggers; addFilter skips duplicates.
+        logging.getLogger("uvicorn.error").addFilter(_QUIET_IDLE_SHUTDOWN)
+        self._thread: threading.Thread | None = None
+
+    def _server(self) -> uvicorn.Server:
+        return uvicorn.Server(
             uvicorn.Config(
                 build_app(self.org),
-                ssl_certfile=str(tls.cert_path),
-                ssl_keyfile=str(tls.key_path),
+                ssl_certfile=str(self.tls.cert_path),
+                ssl_keyfile=str(self.tls.key_path),
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
@@ -82,9 +88,6 @@ class Sandbox:
                 backlog=2048,
             )
         )
-        # After uvicorn.Config, which (re)configures uvicorn's loggers; addFilter skips duplicates.
-        logging.getLogger("uvicorn.error").addFilter(_QUIET_IDLE_SHUTDOWN)
-        self._thread: threading.Thread | None = None
 
     # --- what a client needs ------------------------------------------------------------
     @property
@@ -175,6 +178,11 @@ class Sandbox:
 
     # --- life cycle ------------------------------------------------------------------------
     def start(self, timeout: float = 15.0) -> None:
+        """Serves in a background thread; after `stop()`, serves the same org again on the same
+        port (an org back from an outage: records, sessions and call log kept)."""
+        if self.socket.fileno() == -1:
+            self.socket = _bind(self.host, self.port)
+            self.server = self._server()
         self._thread = threading.Thread(
             target=self._serve, name=f"sandbox:{self.port}", daemon=True
         )

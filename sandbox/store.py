@@ -100,6 +100,8 @@ class RecordStore:
         self.records: dict[str, dict[str, Record]] = {name: {} for name in self.schemas}
         self.lock = threading.RLock()
         self._serial = 0
+        # Every checkbox value ever written (record id, field, value): the oracle of "never false".
+        self.checkbox_writes: list[tuple[str, str, bool]] = []
 
     def schema(self, sobject: str) -> SObjectSchema:
         schema = self._by_lower.get(sobject.lower())
@@ -163,6 +165,9 @@ class RecordStore:
     def apply(self, record: Record, typed: dict[str, Any], stamp: datetime | None = None) -> None:
         """Write typed values; every write moves LastModifiedDate and SystemModstamp."""
         record.update(typed)
+        self.checkbox_writes.extend(
+            (record["Id"], name, value) for name, value in typed.items() if isinstance(value, bool)
+        )
         if "FirstName" in typed or "LastName" in typed:
             record["Name"] = " ".join(
                 p for p in (record.get("FirstName"), record.get("LastName")) if p

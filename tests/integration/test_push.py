@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from adapters.inbound import Actor, PersonRef
+from adapters.salesforce import BudgetSpent
 from adapters.settings import Settings, load
 from consumers import bootstrap
 from consumers.pusher import PUSHER, Pusher, PushStats
@@ -397,3 +398,50 @@ def test_the_pusher_and_the_ingest_writing_the_same_persons_lose_nothing(
         found = state(config, f"p-busy{n}")
         assert len(outcomes(found, "unsubscribed")) == 5
         assert len(outcomes(found, "salesforce_accepted")) == 1
+
+
+def test_a_budget_of_n_calls_is_never_exceeded_across_restarts(config: Settings) -> None:
+    with running_sandbox() as org:  # an org of its own: every API call counted from zero
+        records = {f"p-bud{n}": contact(org, f"Bud{n}") for n in range(5)}
+        ingest(
+            config,
+            *(
+                good_change(person=PersonRef(person_id=p, salesforce_id=r))
+                for p, r in records.items()
+            ),
+        )
+
+        def started(budget: int) -> Pusher:
+            env = org_env(org, OPTOUT_SALESFORCE_DAILY_BUDGET=str(budget))
+            pusher = bootstrap.pusher(load({**env_of(config), **env}))
+            pusher.batch = 1  # one person a call
+            return pusher
+
+        first = started(5)  # two describes find the field, three pushes spend the rest
+        try:
+            first.run(idle_exit_s=IDLE_S)
+        finally:
+            first.store.close()
+        assert org.api_calls() == 5
+        with pytest.raises(BudgetSpent):  # restarted: the count is carried, nothing is called
+            started(5)
+        assert org.api_calls() == 5
+
+        second = started(8)  # the budget raised by three: two describes and one push
+        try:
+            second.run(idle_exit_s=IDLE_S)
+        finally:
+            second.store.close()
+        assert org.api_calls() == 8
+        assert sum(flag(org, record) for record in records.values()) == 4
+
+        done = subprocess.run(  # the verb, restarted once more: says why, calls nothing
+            [sys.executable, "-m", "consumers", "push", "--idle-exit", "1"],
+            cwd=REPO,
+            env=env_of(config, **org_env(org, OPTOUT_SALESFORCE_DAILY_BUDGET="8")),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 1 and "OPTOUT_SALESFORCE_DAILY_BUDGET" in done.stderr
+        assert org.api_calls() == 8

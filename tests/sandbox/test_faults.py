@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 from simple_salesforce import (
@@ -12,7 +14,7 @@ from simple_salesforce import (
     SalesforceRefusedRequest,
 )
 
-from sandbox import Sandbox
+from sandbox import Sandbox, running_sandbox
 from tests.sandbox.records import contact_ids
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(30)]
@@ -125,3 +127,41 @@ def test_probability_zero_never_fires(sandbox: Sandbox, sf: Salesforce) -> None:
     assert [call.status for call in sandbox.call_log] == [200] * 20
     [fault] = sandbox.org.faults.describe()  # still armed, never fired
     assert (fault["kind"], fault["fired"]) == ("server_unavailable", 0)
+
+
+def test_a_timed_fault_fires_for_its_seconds_then_ends(sandbox: Sandbox, sf: Salesforce) -> None:
+    sandbox.add_fault("server_unavailable", seconds=1.0)
+    with pytest.raises(SalesforceGeneralError):
+        sf.limits()
+    deadline = time.monotonic() + 30
+    while sandbox.org.faults.describe() and time.monotonic() < deadline:
+        try:
+            sf.limits()
+        except SalesforceGeneralError:
+            time.sleep(0.1)  # the fault's own clock decides; nothing to wait on but time
+    assert sf.limits()["DailyApiRequests"]["Max"] > 0
+    assert not sandbox.org.faults.describe()
+
+
+def test_every_checkbox_write_is_journalled() -> None:
+    with running_sandbox() as org:  # its own: the shared org's record count stays as seeded
+        record = org.insert("Contact", LastName="Journal")
+        sf = org.client()
+        sf.Contact.update(record, {"HasOptedOutOfEmail": True})
+        sf.Contact.update(record, {"HasOptedOutOfEmail": False})
+        assert org.store.checkbox_writes == [
+            (record, "HasOptedOutOfEmail", True),
+            (record, "HasOptedOutOfEmail", False),
+        ]
+
+
+def test_a_stopped_sandbox_refuses_connections_and_serves_the_same_org_once_started() -> None:
+    with running_sandbox() as org:
+        record = org.insert("Contact", LastName="Outage")
+        sf = org.client()
+        org.stop()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            sf.limits()
+        org.start()
+        sf.Contact.update(record, {"HasOptedOutOfEmail": True})  # the same session still works
+        assert (org.record(record) or {})["HasOptedOutOfEmail"] is True

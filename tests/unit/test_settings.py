@@ -10,7 +10,7 @@ import pytest
 from adapters import kafka_clients
 from adapters.settings import ConfigError, DailyBudget, load
 from devservices import settings as devservices_settings
-from domain.opt_out_field import OptOutField
+from domain.opt_out_field import EmailScope, OptOutField
 
 
 def test_defaults_are_the_embedded_ones(tmp_path: Path) -> None:
@@ -103,6 +103,12 @@ def test_salesforce_sync_defaults() -> None:
     assert settings.opt_out_field is OptOutField.EMAIL_OPT_OUT
     assert settings.nightly_sync is False
     assert settings.salesforce_timeout_s == 30.0
+    assert (settings.email_scope, settings.resolve_by_email) == (EmailScope.LINKED, False)
+
+
+def test_the_email_scope_and_resolving_by_email() -> None:
+    settings = load({"OPTOUT_EMAIL_SCOPE": " ALL ", "OPTOUT_RESOLVE_BY_EMAIL": "on"})
+    assert (settings.email_scope, settings.resolve_by_email) == (EmailScope.ALL, True)
 
 
 @pytest.mark.parametrize(
@@ -214,6 +220,8 @@ def test_the_development_services_read_their_own_settings(tmp_path: Path) -> Non
         ({"OPTOUT_OPT_OUT_FIELD": "HasOptedOutOfEmail"}, "OPTOUT_OPT_OUT_FIELD"),
         ({"OPTOUT_MARKETO_FIELD_NAME": "x' OR 1"}, "OPTOUT_MARKETO_FIELD_NAME"),
         ({"OPTOUT_NIGHTLY_SYNC": "sometimes"}, "OPTOUT_NIGHTLY_SYNC"),
+        ({"OPTOUT_EMAIL_SCOPE": "everyone"}, "OPTOUT_EMAIL_SCOPE"),
+        ({"OPTOUT_RESOLVE_BY_EMAIL": "maybe"}, "OPTOUT_RESOLVE_BY_EMAIL"),
         ({"OPTOUT_SALESFORCE_TIMEOUT": "0"}, "OPTOUT_SALESFORCE_TIMEOUT"),
         (
             {"SALESFORCE_CONSUMER_KEY": "k", "SALESFORCE_DOMAIN": "acme.my"},
