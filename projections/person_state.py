@@ -133,6 +133,11 @@ def _state(
     )
 
 
+def history_entry(event: object) -> HistoryEntry | None:
+    """A stored event as a line of a person's history (None for events that are not one)."""
+    return _entry(event)
+
+
 def _entry(event: object) -> HistoryEntry | None:
     if isinstance(event, Person.Changed):
         return HistoryEntry(
