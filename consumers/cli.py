@@ -22,6 +22,9 @@ VERBS: dict[str, str] = {
     "forget": "consumers.cli_forget:forget",
     "dlq": "consumers.cli_dlq:dlq",
     "demo": "consumers.cli_demo:demo",
+    # issue 12: the read models and the audit trail
+    "projections": "consumers.cli_projections:projections",
+    "audit": "consumers.cli_audit:audit",
 }
 
 

@@ -10,11 +10,14 @@ joins the store's erasable `optout_addresses` at read time).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+
+import msgspec
 
 from domain.person import Person
 from projections.person_state import history_entry
 from projections.person_states import OUTCOMES, PERSON_TOPICS, utc_text
-from projections.views import Rows, Table, Writes
+from projections.views import Row, Rows, Select, Table, Writes, view
 
 AUDIT = Table(
     "audit",
@@ -125,3 +128,93 @@ def _outcome_of_unsubscribes(writes: Writes, position: int, person_id: str, even
         "WHERE person_id = ? AND change = 'unsubscribed' AND position < ? AND " + _REPLACES[kind],
         (outcome, utc_text(at), person_id, position),
     )
+
+
+class AuditRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One unsubscribe of the report."""
+
+    occurred_at: str
+    recorded_at: str
+    person_key: str
+    source: str
+    actor: str
+    channel: str
+    reason: str | None
+    salesforce_outcome: str | None
+    salesforce_outcome_at: str | None
+
+
+class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Who unsubscribed via sales, marketing or Salesforce between `since` and `until`."""
+
+    since: str
+    until: str
+    by: str  # occurred | recorded: which time the window applies to
+    counts: dict[str, int]  # unsubscribes by source
+    persons: dict[str, int]  # distinct persons and addresses by source
+    rows: list[AuditRow]
+
+
+SOURCES = ("sales", "marketing", "salesforce")
+_REPORTED = (
+    "occurred_at, recorded_at, person_key, source, actor, channel, reason, "
+    "salesforce_outcome, salesforce_outcome_at"
+)
+
+
+def report(
+    select: Select, since: datetime, until: datetime, *, by: str = "occurred"
+) -> AuditReport:
+    """Every unsubscribe in [since, until) by when it occurred (or was recorded), oldest first."""
+    column = _time_column(by)
+    found = select(
+        f"SELECT {_REPORTED} FROM {view(AUDIT)} WHERE change = 'unsubscribed' "
+        f"AND {column} >= ? AND {column} < ? ORDER BY {column}, position",
+        (utc_text(since), utc_text(until)),
+    )
+    rows = [AuditRow(**dict(zip(_REPORTED.split(", "), row, strict=True))) for row in found]
+    counts = dict.fromkeys(SOURCES, 0)
+    persons: dict[str, set[str]] = {source: set() for source in SOURCES}
+    for row in rows:
+        counts[row.source] = counts.get(row.source, 0) + 1
+        persons.setdefault(row.source, set()).add(row.person_key)
+    return AuditReport(
+        since=str(utc_text(since)),
+        until=str(utc_text(until)),
+        by=by,
+        counts=counts,
+        persons={source: len(keys) for source, keys in persons.items()},
+        rows=rows,
+    )
+
+
+def export_rows(
+    select: Select,
+    since: datetime,
+    until: datetime,
+    *,
+    by: str = "occurred",
+    addresses_table: str | None = None,
+) -> tuple[list[str], list[Row]]:
+    """Every audit row in [since, until), in log order: the column names and the rows. With
+    `addresses_table`, each row's clear address is joined in (None once erased)."""
+    column = _time_column(by)
+    names = list(COLUMNS)
+    columns = ", ".join(f"a.{name}" for name in names)
+    join = ""
+    if addresses_table is not None:
+        names.append("email")
+        columns += ", e.email"
+        join = f" LEFT JOIN {addresses_table} e ON e.mailbox = a.mailbox"
+    found = select(
+        f"SELECT {columns} FROM {view(AUDIT)} a{join} "
+        f"WHERE a.{column} >= ? AND a.{column} < ? ORDER BY a.position",
+        (utc_text(since), utc_text(until)),
+    )
+    return names, found
+
+
+def _time_column(by: str) -> str:
+    if by not in ("occurred", "recorded"):
+        raise ValueError("by is occurred or recorded")
+    return f"{by}_at"

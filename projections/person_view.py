@@ -19,8 +19,7 @@ from projections.person_state import (
     PersonState,
 )
 from projections.person_states import PERSON_STATE, Fold, decode_fold
-from projections.view_store import view
-from projections.views import Select
+from projections.views import Select, view
 
 VIEWS = (view(PERSON_STATE), view(AUDIT), view(CARRIERS))
 _HISTORY = (

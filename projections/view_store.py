@@ -18,7 +18,16 @@ from eventsourcing.persistence import PersistenceError, ProcessRecorder, Trackin
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
-from projections.views import PositionMoved, ReadModel, Row, Rows, Select, Table, Writes
+from projections.views import (
+    PositionMoved,
+    ReadModel,
+    Row,
+    Rows,
+    Select,
+    Table,
+    Writes,
+    view,
+)
 
 LIVE = "rm_live"  # which generation of each model the views show
 _SQLITE_CHUNK = 900  # bound parameters per statement, below SQLite's historical limit
@@ -26,10 +35,6 @@ _SQLITE_CHUNK = 900  # bound parameters per statement, below SQLite's historical
 
 def physical(table: Table | str, generation: int) -> str:
     return f"rm_{table if isinstance(table, str) else table.name}_g{generation}"
-
-
-def view(table: Table | str) -> str:
-    return f"rm_{table if isinstance(table, str) else table.name}"
 
 
 def tracking_name(model: str, generation: int) -> str:

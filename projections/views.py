@@ -36,6 +36,11 @@ class Table:
         return tuple(name for name, _ in self.columns)
 
 
+def view(table: Table | str) -> str:
+    """The name readers use for a read model's table: a view of its live generation."""
+    return f"rm_{table if isinstance(table, str) else table.name}"
+
+
 @dataclass
 class Writes:
     """What a page of events does to a read model's tables, applied in one transaction:
@@ -143,8 +148,8 @@ class Projector:
     ) -> int:
         """Applies the log to a generation (the live one by default) up to `until` (the log's
         head now, by default); returns its position."""
+        head = self.follower.head() if until is None else until  # first: the log must exist
         generation = self.ensure() if generation is None else generation
-        head = self.follower.head() if until is None else until
         at = self.store.position(self.model.name, generation)
         while at < head and not self.follower.stopping.is_set():
             at = self.step(generation, at, head)
@@ -172,29 +177,20 @@ class Projector:
             return self.store.position(self.model.name, generation)
         return to
 
-    def run(self, *, idle_exit_s: float | None = None, wait_s: float = 1.0) -> int:
-        """Follows the log into the live generation until stopped (or idle for `idle_exit_s`);
-        moves to a new generation when a rebuild switches to it."""
-        last_news = time.monotonic()
-        while not self.follower.stopping.is_set():
-            generation = self.ensure()
-            at = self.store.position(self.model.name, generation)
-            head = self.follower.head()
-            if at < head:
-                try:
-                    self.step(generation, at, head)
-                except Exception:
-                    if self.store.live_generation(self.model.name) != generation:
-                        continue  # a rebuild switched and dropped these tables meanwhile
-                    raise
-                last_news = time.monotonic()
-                continue
-            if idle_exit_s is not None and time.monotonic() - last_news >= idle_exit_s:
-                break
-            timeout = wait_s if idle_exit_s is None else min(wait_s, idle_exit_s)
-            if self.follower.wait(at, timeout):
-                last_news = time.monotonic()
-        return self.store.position(self.model.name, self.ensure())
+    def advance(self) -> bool:
+        """One page into the live generation if it lags; True if it did. A rebuild that
+        switched and dropped the tables meanwhile is followed into its generation."""
+        generation = self.ensure()
+        at = self.store.position(self.model.name, generation)
+        head = self.follower.head()
+        if at >= head:
+            return False
+        try:
+            self.step(generation, at, head)
+        except Exception:
+            if self.store.live_generation(self.model.name) == generation:
+                raise
+        return True
 
     def rebuild(self, progress: Progress | None = None) -> int:
         """Builds a fresh generation beside the live one from the start of the log, switches to
@@ -204,9 +200,9 @@ class Projector:
         fresh = max([live, *self.store.generations(self.model)]) + 1
         self.store.create(self.model, fresh)
         try:
-            at = self.catch_up(fresh, progress=progress)
+            self.catch_up(fresh, progress=progress)
             # Once more, for what arrived during the build; the live copy lags as much.
-            at = self.catch_up(fresh, progress=progress)
+            self.catch_up(fresh, progress=progress)
             if self.follower.stopping.is_set():
                 raise InterruptedError("the rebuild was stopped before it caught up")
             self.store.switch(self.model, fresh)
@@ -216,7 +212,6 @@ class Projector:
         for old in self.store.generations(self.model):
             if old != fresh:
                 self.store.drop(self.model, old)
-        del at
         return fresh
 
     def status(self) -> Status:
@@ -226,6 +221,29 @@ class Projector:
             return Status(self.model.name, None, 0, head, head)
         at = self.store.position(self.model.name, live)
         return Status(self.model.name, live, at, head, max(0, head - at))
+
+
+def follow(
+    projectors: Sequence[Projector],
+    follower: Follower,
+    *,
+    idle_exit_s: float | None = None,
+    wait_s: float = 1.0,
+) -> None:
+    """Keeps every read model up with the log until stopped (or idle for `idle_exit_s`): pages
+    while any lags, then a bounded wait for news (LISTEN on PostgreSQL, a short poll on SQLite)."""
+    last_news = time.monotonic()
+    while not follower.stopping.is_set():
+        head = follower.head()  # read before looking: what comes after it ends the wait
+        moved = [projector.advance() for projector in projectors]
+        if any(moved):
+            last_news = time.monotonic()
+            continue
+        if idle_exit_s is not None and time.monotonic() - last_news >= idle_exit_s:
+            return
+        timeout = wait_s if idle_exit_s is None else min(wait_s, idle_exit_s)
+        if follower.wait(head, timeout):
+            last_news = time.monotonic()
 
 
 @dataclass(frozen=True)
