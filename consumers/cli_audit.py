@@ -81,25 +81,22 @@ def report_command(since: datetime | None, until: datetime | None, by: str, as_j
 
 
 def print_report(found: AuditReport, console: Console | None = None) -> None:
-    console = console or Console(width=None if Console().is_terminal else 140)
+    console = console or Console(width=None if Console().is_terminal else 160)
     console.print(f"[bold]unsubscribes by {found.by} time, {found.since} to {found.until}[/]")
     for source, count in found.counts.items():
         console.print(f"  via {source:<10} {count} (persons: {found.persons.get(source, 0)})")
     table = Table()
     for heading in ("occurred", "person", "via", "actor", "channel", "reason", "Salesforce"):
-        table.add_column(heading, no_wrap=heading == "occurred")
+        table.add_column(heading, no_wrap=heading in ("occurred", "person", "Salesforce"))
     for row in found.rows:
+        occurred = f"{row.occurred_at[:10]} {row.occurred_at[11:19]}Z"
         outcome = row.salesforce_outcome or "-"
-        if row.salesforce_outcome_at:
-            outcome += f" at {row.salesforce_outcome_at[:19]}Z"
+        if row.salesforce_outcome_at:  # the day is shown when it is not the change's
+            at = row.salesforce_outcome_at
+            same_day = at[:10] == row.occurred_at[:10]
+            outcome += f" {at[11:19]}Z" if same_day else f" {at[:10]} {at[11:19]}Z"
         table.add_row(
-            row.occurred_at[:19] + "Z",
-            row.person_key,
-            row.source,
-            row.actor,
-            row.channel,
-            row.reason or "",
-            outcome,
+            occurred, row.person_key, row.source, row.actor, row.channel, row.reason or "", outcome
         )
     if found.rows:
         console.print(table)
