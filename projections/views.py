@@ -196,12 +196,25 @@ class Projector:
         """Builds a fresh generation beside the live one from the start of the log, switches to
         it once caught up (readers see the old or the new, never a half-built one), and drops
         the old. Returns the new generation."""
+        fresh = self.fresh_generation()
+        try:
+            self.catch_up(fresh, progress=progress)
+        except BaseException:
+            self.store.drop(self.model, fresh)
+            raise
+        return self.go_live(fresh, progress)
+
+    def fresh_generation(self) -> int:
+        """A new, empty generation beside the live one (position 0)."""
         live = self.ensure()
         fresh = max([live, *self.store.generations(self.model)]) + 1
         self.store.create(self.model, fresh)
+        return fresh
+
+    def go_live(self, fresh: int, progress: Progress | None = None) -> int:
+        """Catches the fresh generation up once more (what arrived during the build: the live
+        copy lags as much), switches the views to it in one transaction, drops the old."""
         try:
-            self.catch_up(fresh, progress=progress)
-            # Once more, for what arrived during the build; the live copy lags as much.
             self.catch_up(fresh, progress=progress)
             if self.follower.stopping.is_set():
                 raise InterruptedError("the rebuild was stopped before it caught up")
@@ -221,6 +234,36 @@ class Projector:
             return Status(self.model.name, None, 0, head, head)
         at = self.store.position(self.model.name, live)
         return Status(self.model.name, live, at, head, max(0, head - at))
+
+
+def rebuild_together(
+    projectors: Sequence[Projector], progress: Progress | None = None
+) -> dict[str, int]:
+    """Rebuilds several read models that follow the same topics in one pass over the log: each
+    page is read and decoded once, then applied to each model in its own transaction. Returns
+    each one's new generation."""
+    first = projectors[0]
+    fresh = {p.model.name: p.fresh_generation() for p in projectors}
+    try:
+        head, at = first.follower.head(), 0
+        while at < head and not first.follower.stopping.is_set():
+            notifications = first.follower.page(at, first.page, first.model.topics)
+            events = [(n.id, first.decode(n)) for n in notifications]
+            to = notifications[-1].id if len(notifications) == first.page else head
+            to = max([to, *(n.id for n in notifications[-1:])])  # news past the head, read too
+            for projector in projectors:
+                writes = projector.model.apply(
+                    events, projector.store.rows(projector.model, fresh[projector.model.name])
+                )
+                projector.store.write(projector.model, fresh[projector.model.name], writes, at, to)
+            at = to
+            if progress is not None:
+                progress(at, head)
+    except BaseException:
+        for projector in projectors:
+            projector.store.drop(projector.model, fresh[projector.model.name])
+        raise
+    return {p.model.name: p.go_live(fresh[p.model.name], progress) for p in projectors}
 
 
 def follow(
