@@ -16,6 +16,7 @@ from adapters.process_lock import ProcessLock
 from adapters.settings import ConfigError, Settings, load
 from consumers.ingest import Ingest
 from consumers.pusher import Pusher
+from consumers.read_models import read_models
 from domain.application import ChangeRecorder
 from domain.identity import person_key
 from domain.opt_out_field import live_push_field
@@ -117,7 +118,14 @@ def key_of(config: Settings, identity: str) -> str:
 
 def create_tables(database_url: str) -> None:
     """Creates the event store's tables (and the index beside them) if missing (idempotent)."""
-    ChangeRecorder(env=event_store.environment(database_url, create_table=True)).close()
+    store = ChangeRecorder(env=event_store.environment(database_url, create_table=True))
+    try:
+        models = read_models(store)
+        for projector in models.projectors.values():
+            projector.ensure()  # the read models' tables, empty: `projections run` fills them
+        models.close()
+    finally:
+        store.close()
 
 
 def open_store(config: Settings, *, writer: bool = False) -> ChangeRecorder:

@@ -108,16 +108,14 @@ class _SQLStore:
                     for column, kind in table.columns
                 )
                 cursor.execute(
-                    f"CREATE TABLE {name} ({columns}, PRIMARY KEY ({', '.join(table.key)}))"
+                    f"CREATE TABLE IF NOT EXISTS {name} ({columns}, "
+                    f"PRIMARY KEY ({', '.join(table.key)}))"
                 )
                 for number, indexed in enumerate(table.indexes):
                     cursor.execute(
-                        f"CREATE INDEX {name}_i{number} ON {name} ({', '.join(indexed)})"
+                        f"CREATE INDEX IF NOT EXISTS {name}_i{number} ON {name} "
+                        f"({', '.join(indexed)})"
                     )
-            cursor.execute(
-                self._sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
-                (tracking_name(model.name, generation),),
-            )
 
     def drop(self, model: ReadModel, generation: int) -> None:
         with self._transaction(write=True) as cursor:

@@ -134,9 +134,14 @@ class Projector:
         """The live generation, made (empty, position 0) if the model was never built."""
         live = self.store.live_generation(self.model.name)
         if live is None:
-            self.store.create(self.model, 1)
-            self.store.switch(self.model, 1)
-            live = 1
+            try:
+                self.store.create(self.model, 1)
+                self.store.switch(self.model, 1)
+            except Exception:
+                if self.store.live_generation(self.model.name) is None:
+                    raise
+                # another process made it first (PostgreSQL's catalog can refuse the race)
+            live = self.store.live_generation(self.model.name) or 1
         return live
 
     def catch_up(
