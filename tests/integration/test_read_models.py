@@ -6,9 +6,13 @@ one model write each page once; the follower waits without polling on PostgreSQL
 from __future__ import annotations
 
 import random
+import shutil
 import threading
 import time
+from pathlib import Path
 
+from adapters.event_store import environment
+from consumers import bootstrap
 from consumers.read_models import ReadModels, read_models
 from domain.application import ChangeRecorder
 from domain.identity import is_address
@@ -27,6 +31,7 @@ from tests.integration.read_model_stream import (
 )
 
 __all__ = ["store", "store_url"]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def answers_agree(store: ChangeRecorder, models: ReadModels) -> None:
@@ -204,3 +209,21 @@ def test_the_follower_wakes_on_news_and_waits_without_polling_on_postgres(
     follower.stop()
     assert follower.wait(head, 5) is False, "a stopped follower does not wait"
     models.close()
+
+
+def test_a_store_written_by_version_0_1_is_read_by_the_read_models(tmp_path: Path) -> None:
+    """Its events have older shapes and an old topic (`SalesforceLinked`): the read models read
+    them as the aggregates do."""
+    copy = tmp_path / "store.sqlite"
+    shutil.copy(FIXTURES / "store-0.1.sqlite", copy)
+    bootstrap.create_tables(f"sqlite:///{copy}")
+    old = ChangeRecorder(env=environment(f"sqlite:///{copy}"))
+    models = read_models(old)
+    models.catch_up()
+    for key in ("person:p-1", "person:p-2"):
+        with models.reading(VIEWS) as select:
+            found = look_up(select, key, models.addresses_table)
+        assert found == state_of(old, key), key
+        assert found is not None and found.salesforce_id is not None
+    models.close()
+    old.close()
