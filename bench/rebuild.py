@@ -127,7 +127,7 @@ def measure(label: str, url: str, events: int) -> list[tuple[str, float, float]]
     store = ChangeRecorder(env=environment(url, create_table=True))
     started = time.perf_counter()
     stored = seed(store, events)
-    print(f"{label}: seeded {stored:,} events in {time.perf_counter() - started:.0f} s")
+    print(f"{label}: seeded {stored:,} events in {time.perf_counter() - started:.0f} s", flush=True)
     plain_read(store, decode=False)  # warm-up: the file or the server's cache
     _, plain = plain_read(store, decode=False)
     _, decoded = plain_read(store, decode=True)
@@ -138,6 +138,7 @@ def measure(label: str, url: str, events: int) -> list[tuple[str, float, float]]
     for name in MODELS:
         rate = rebuild(store, name)
         rows.append((f"{label}: rebuild {name}", rate, rate / plain))
+        print(f"  rebuild {name}: {rate:,.0f} events/s", flush=True)  # a long run shows progress
     rate = rebuild_all(store)
     rows.append((f"{label}: rebuild --all (one pass)", rate, rate / plain))
     store.close()
