@@ -8,15 +8,18 @@ Readers (the projections, the pusher) keep their own position; the follower keep
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import ApplicationRecorder, Notification
+import psycopg
+from eventsourcing.persistence import ApplicationRecorder, Notification, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
+log = logging.getLogger(__name__)
 SQLITE_POLL_S = 0.05  # SQLite has no notifications: a short, cheap poll
 LISTEN_SLICE_S = 0.5  # a LISTEN wait is cut into slices so that a stop is seen promptly
 
@@ -51,9 +54,9 @@ class LogFollower:
         """Waits up to `timeout_s` for a notification above `after` (of these topics); True as
         soon as there is one, False on timeout or stop."""
         deadline = time.monotonic() + timeout_s
-        if self.listens:
-            self._listen()  # before looking: a NOTIFY sent after the look is then not missed
         while not self.stopping.is_set():
+            if self.listens:
+                self._listen()  # before looking: a NOTIFY sent after the look is then not missed
             if self.page(after, 1, topics):
                 return True
             remaining = deadline - time.monotonic()
@@ -65,25 +68,14 @@ class LogFollower:
                 self.stopping.wait(min(remaining, self.poll_s))
         return False
 
-    def follow(
-        self, after: int, limit: int, topics: Sequence[str] = (), *, idle_s: float = 1.0
-    ) -> Iterator[Sequence[Notification]]:
-        """Pages after `after` until stopped; an empty page after each `idle_s` without news (so
-        a caller can check its own conditions). The caller's position is the last id yielded."""
-        while not self.stopping.is_set():
-            notifications = self.page(after, limit, topics)
-            if notifications:
-                after = notifications[-1].id
-                yield notifications
-                continue
-            if not self.wait(after, idle_s, topics):
-                yield ()
-
     def stop(self) -> None:
         self.stopping.set()
 
     def close(self) -> None:
         self.stop()
+        self._unlisten()
+
+    def _unlisten(self) -> None:
         if self._pool_connection is not None:
             with contextlib.suppress(Exception):
                 self._listener.execute("UNLISTEN *")
@@ -100,8 +92,19 @@ class LogFollower:
         # in autocommit (eventsourcing sets it), so notifications arrive between statements.
         self._pool_connection = recorder.datastore.get_connection()
         self._listener = self._pool_connection.__enter__()
-        self._listener.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+        try:
+            self._listener.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+        except psycopg.Error as error:
+            self._unlisten()
+            raise OperationalError(str(error)) from error
 
     def _wait_for_notify(self, timeout_s: float) -> None:
-        for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
-            pass
+        try:
+            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                pass
+        except psycopg.Error as error:
+            # The listening connection broke (a restarted server): the next wait listens on a
+            # new one; this one waits out its slice, so a server that is down is not hammered.
+            log.warning("the event log's notifications stopped (%s): listening again", error)
+            self._unlisten()
+            self.stopping.wait(timeout_s)

@@ -206,6 +206,17 @@ def test_the_follower_wakes_on_news_and_waits_without_polling_on_postgres(
     record_stream(store, rnd, batches=1, size=1)
     waiter.join(timeout=30)
     assert woke[0] == 1.0 and woke[1] < 10, woke
+    if follower.listens:
+        # The listening connection is cut (a restarted server): the follower listens again.
+        with store.recorder.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+            )
+        head = follower.head()
+        follower.wait(head, 1.0)  # finds the connection gone
+        record_stream(store, rnd, batches=1, size=1)
+        assert follower.wait(head, 20) is True
     follower.stop()
     assert follower.wait(head, 5) is False, "a stopped follower does not wait"
     models.close()
