@@ -26,7 +26,7 @@ from devservices import database as local_postgres
 from domain.application import ChangeRecorder
 from domain.identity import AddressKeys, person_key
 from domain.person import Person, Provenance
-from projections.person_states import PERSON_TOPICS
+from projections.per_person import PERSON_TOPICS
 from projections.views import rebuild_together
 
 EVENTS_PER_PERSON = 5  # registered, two unsubscribes, one more change, one more unsubscribe

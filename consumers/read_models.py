@@ -11,7 +11,7 @@ from adapters.log_follower import LogFollower
 from domain.application import ChangeRecorder
 from projections.audit_trail import AuditTrail
 from projections.mailbox_index import MailboxIndex
-from projections.person_states import PersonStates
+from projections.per_person import PersonStates
 from projections.view_store import addresses_table, open_view_store
 from projections.views import Projector, ReadModel, Select, ViewStore
 

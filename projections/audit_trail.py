@@ -15,8 +15,8 @@ from datetime import datetime
 import msgspec
 
 from domain.person import Person
+from projections.per_person import OUTCOMES, PERSON_TOPICS, utc_text
 from projections.person_state import history_entry
-from projections.person_states import OUTCOMES, PERSON_TOPICS, utc_text
 from projections.views import Row, Rows, Select, Table, Writes, view
 
 AUDIT = Table(

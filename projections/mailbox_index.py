@@ -13,7 +13,7 @@ import msgspec
 
 from domain.person import Person
 from domain.rule import Mark, OptOut, later
-from projections.person_states import PERSON_TOPICS, utc_text
+from projections.per_person import PERSON_TOPICS, utc_text
 from projections.views import Rows, Table, Writes
 
 

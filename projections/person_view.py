@@ -11,6 +11,7 @@ from domain.identity import aggregate_id, is_address
 from domain.rule import Mark
 from projections.audit_trail import AUDIT
 from projections.mailbox_index import CARRIERS
+from projections.per_person import PERSON_STATE, Fold, decode_fold
 from projections.person_state import (
     AddressLookup,
     AddressView,
@@ -18,7 +19,6 @@ from projections.person_state import (
     MarkView,
     PersonState,
 )
-from projections.person_states import PERSON_STATE, Fold, decode_fold
 from projections.views import Select, view
 
 VIEWS = (view(PERSON_STATE), view(AUDIT), view(CARRIERS))

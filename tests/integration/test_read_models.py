@@ -16,8 +16,8 @@ from consumers import bootstrap
 from consumers.read_models import ReadModels, read_models
 from domain.application import ChangeRecorder
 from domain.identity import is_address
+from projections.per_person import PERSON_STATE
 from projections.person_state import lookup_address, state_of
-from projections.person_states import PERSON_STATE
 from projections.person_view import VIEWS, look_up
 from projections.views import rebuild_together, view
 from tests.integration.read_model_stream import (
