@@ -21,6 +21,7 @@ from consumers import logs
 from consumers.ingest import Ingest
 from consumers.publisher import Publisher, transactional_id
 from consumers.pusher import Pusher
+from consumers.read_models import read_models
 from domain.application import ChangeRecorder
 from domain.identity import person_key
 from domain.opt_out_field import live_push_field
@@ -124,7 +125,14 @@ def key_of(config: Settings, identity: str) -> str:
 
 def create_tables(database_url: str) -> None:
     """Creates the event store's tables (and the index beside them) if missing (idempotent)."""
-    ChangeRecorder(env=event_store.environment(database_url, create_table=True)).close()
+    store = ChangeRecorder(env=event_store.environment(database_url, create_table=True))
+    try:
+        models = read_models(store)
+        for projector in models.projectors.values():
+            projector.ensure()  # the read models' tables, empty: `projections run` fills them
+        models.close()
+    finally:
+        store.close()
 
 
 def open_store(config: Settings, *, writer: bool = False) -> ChangeRecorder:

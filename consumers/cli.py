@@ -28,6 +28,9 @@ VERBS: dict[str, str] = {
     # issue 12, compliance: point-in-time replay and the tamper-evident log
     "replay": "consumers.cli_replay:replay",
     "verify": "consumers.cli_verify:verify_log",
+    # issue 12: the read models and the audit trail
+    "projections": "consumers.cli_projections:projections",
+    "audit": "consumers.cli_audit:audit",
 }
 
 

@@ -1,5 +1,6 @@
 """`optout-sync person`: the opt-out answer and history of a person, or of an email address and
-every person that carries it."""
+every person that carries it, read from the read models (caught up with the log first, so the
+answer is never stale)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from consumers import bootstrap
+from consumers.read_models import ReadModels, read_models
 from domain.application import ChangeRecorder
-from domain.identity import is_address
-from projections.person_state import AddressLookup, PersonState, lookup_address, state_of
+from projections.person_state import AddressLookup, PersonState
+from projections.person_view import VIEWS
+from projections.person_view import look_up as read_answer
 
 
 @contextmanager
@@ -33,11 +36,24 @@ def reading() -> Iterator[tuple[ChangeRecorder, bootstrap.Settings]]:
         store.close()
 
 
+@contextmanager
+def caught_up() -> Iterator[tuple[ReadModels, bootstrap.Settings]]:
+    """The read models, each brought up to the log's head first (a CLI answer is never stale)."""
+    with reading() as (store, config):
+        models = read_models(store)
+        try:
+            models.catch_up()
+            yield models, config
+        finally:
+            models.close()
+
+
 def look_up(identity: str) -> PersonState | AddressLookup | None:
     """A person given by the sales tool's person id, or an address with its persons."""
-    with reading() as (store, config):
+    with caught_up() as (models, config):
         key = bootstrap.key_of(config, identity)
-        return lookup_address(store, key) if is_address(key) else state_of(store, key)
+        with models.reading(VIEWS) as select:
+            return read_answer(select, key, models.addresses_table)
 
 
 @click.command()

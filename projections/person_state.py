@@ -1,8 +1,10 @@
 """The answer for a person or an address as readers see it (command line, analytics): the one
 answer of the opt-out rule, what decides it, and the history.
 
-(Built on demand from the aggregates for now; the materialised read models come with the
-projections issue.)
+The structs are the shape `optout-sync person` prints and returns as JSON. `state_of` and
+`lookup_address` build them from the aggregates: the oracle the read models are tested against
+(`projections.person_view` builds the same answer from the read models, which is what the command
+line reads).
 """
 
 from __future__ import annotations
@@ -131,6 +133,11 @@ def _state(
         version=person.version if person is not None else 0,
         history=history,
     )
+
+
+def history_entry(event: object) -> HistoryEntry | None:
+    """A stored event as a line of a person's history (None for events that are not one)."""
+    return _entry(event)
 
 
 def _entry(event: object) -> HistoryEntry | None:

@@ -56,6 +56,12 @@ def test_the_main_job_runs_twice_and_ends_with_the_persons_state(env: dict[str, 
         assert "to push: 0 opt-outs (by nothing); pending link (no Salesforce id): 1" in (
             result.stdout
         )
+        # It ends with the run's audit from the read models: Ada via sales (a rep) and via
+        # marketing, Grace's address via marketing (an email link).
+        audit = result.stdout[result.stdout.index("audit of this run") :]
+        assert "via sales      1" in audit and "via marketing  2" in audit
+        assert "person:demo-ada" in audit and "address grace@example.com" in audit
+        assert "Rita Rep" in audit and "email_link" in audit
 
     state = json.loads(optout_sync("person", "demo-ada", "--json", env=env).stdout)
     assert state["opted_out"] is True

@@ -40,12 +40,36 @@ def test_event_states_encode_byte_for_byte_like_the_reference(
         del state["originator_id"], state["originator_version"]
         assert fast.encode(state) == reference.encode(state)
         assert reference.decode(fast.encode(state)) == state
+        assert fast.decode(fast.encode(state)) == state
+
+
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text()
+        | st.uuids()
+        | st.datetimes(timezones=st.just(UTC)),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_states_decode_like_the_reference(value: object) -> None:
+    fast, reference = transcoders()
+    encoded = reference.encode({"value": value})
+    assert fast.decode(encoded) == reference.decode(encoded)
 
 
 def test_nested_values_fall_back_to_the_reference_encoder() -> None:
     fast, reference = transcoders()
     state = {"ids": [uuid.uuid4()], "at": {"when": datetime.now(UTC)}, "ratio": float("nan")}
     assert fast.encode(state) == reference.encode(state)
+    decoded = fast.decode(fast.encode(state))
+    assert decoded["ids"] == state["ids"] and decoded["at"] == state["at"]
+    assert decoded["ratio"] != decoded["ratio"], "NaN: read by the reference decoder"
 
 
 def test_types_the_reference_refuses_are_refused_too() -> None:

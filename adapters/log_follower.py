@@ -1,0 +1,110 @@
+"""One way to follow the event log from a position: read a page after it, or wait (bounded) for
+something new. On PostgreSQL the wait is LISTEN on the channel eventsourcing NOTIFYs on every
+insert (no busy polling); on SQLite it polls with a short interval.
+
+Readers (the projections, the pusher) keep their own position; the follower keeps none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import ApplicationRecorder, Notification, OperationalError
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
+
+log = logging.getLogger(__name__)
+SQLITE_POLL_S = 0.05  # SQLite has no notifications: a short, cheap poll
+LISTEN_SLICE_S = 0.5  # a LISTEN wait is cut into slices so that a stop is seen promptly
+
+
+class LogFollower:
+    """Pages of the log after a position (optionally of some topics only), and a bounded wait
+    for anything new. `stop()` ends any wait at once; a stopped follower never waits again."""
+
+    def __init__(self, recorder: ApplicationRecorder, *, poll_s: float = SQLITE_POLL_S) -> None:
+        self.recorder = recorder
+        self.poll_s = poll_s
+        self.stopping = threading.Event()
+        self._listener: Any = None  # the PostgreSQL connection that LISTENs, opened on first wait
+        self._pool_connection: Any = None
+
+    @property
+    def listens(self) -> bool:
+        """Whether waits are woken by the database (PostgreSQL) rather than polled (SQLite)."""
+        return isinstance(self.recorder, PostgresApplicationRecorder)
+
+    def page(self, after: int, limit: int, topics: Sequence[str] = ()) -> Sequence[Notification]:
+        """Up to `limit` notifications with an id above `after`, in log order."""
+        return self.recorder.select_notifications(
+            after, limit, topics=list(topics), inclusive_of_start=False
+        )
+
+    def head(self) -> int:
+        """The id of the last notification in the log (0 for an empty log)."""
+        return self.recorder.max_notification_id() or 0
+
+    def wait(self, after: int, timeout_s: float, topics: Sequence[str] = ()) -> bool:
+        """Waits up to `timeout_s` for a notification above `after` (of these topics); True as
+        soon as there is one, False on timeout or stop."""
+        deadline = time.monotonic() + timeout_s
+        while not self.stopping.is_set():
+            if self.listens:
+                self._listen()  # before looking: a NOTIFY sent after the look is then not missed
+            if self.page(after, 1, topics):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.listens:
+                self._wait_for_notify(min(remaining, LISTEN_SLICE_S))
+            else:
+                self.stopping.wait(min(remaining, self.poll_s))
+        return False
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        self.stop()
+        self._unlisten()
+
+    def _unlisten(self) -> None:
+        if self._pool_connection is not None:
+            with contextlib.suppress(Exception):
+                self._listener.execute("UNLISTEN *")
+            with contextlib.suppress(Exception):
+                self._pool_connection.__exit__(None, None, None)
+        self._listener = self._pool_connection = None
+
+    def _listen(self) -> None:
+        if self._listener is not None:
+            return
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        # A pooled connection held for the follower's life (the pool returns it on close); it is
+        # in autocommit (eventsourcing sets it), so notifications arrive between statements.
+        self._pool_connection = recorder.datastore.get_connection()
+        self._listener = self._pool_connection.__enter__()
+        try:
+            self._listener.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+        except psycopg.Error as error:
+            self._unlisten()
+            raise OperationalError(str(error)) from error
+
+    def _wait_for_notify(self, timeout_s: float) -> None:
+        try:
+            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                pass
+        except psycopg.Error as error:
+            # The listening connection broke (a restarted server): the next wait listens on a
+            # new one; this one waits out its slice, so a server that is down is not hammered.
+            log.warning("the event log's notifications stopped (%s): listening again", error)
+            self._unlisten()
+            self.stopping.wait(timeout_s)

@@ -1,0 +1,60 @@
+"""The read models wired to a store: one follower of the log, one projector per model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from adapters.event_store import ADDRESSES
+from adapters.log_follower import LogFollower
+from domain.application import ChangeRecorder
+from projections.audit_trail import AuditTrail
+from projections.mailbox_index import MailboxIndex
+from projections.per_person import PersonStates
+from projections.view_store import addresses_table, open_view_store
+from projections.views import Projector, ReadModel, Select, ViewStore
+
+MODELS: dict[str, type[ReadModel]] = {
+    PersonStates.name: PersonStates,
+    MailboxIndex.name: MailboxIndex,
+    AuditTrail.name: AuditTrail,
+}
+
+
+@dataclass
+class ReadModels:
+    store: ChangeRecorder
+    views: ViewStore
+    follower: LogFollower
+    projectors: dict[str, Projector]
+
+    @property
+    def addresses_table(self) -> str:
+        return addresses_table(self.store.recorder, ADDRESSES)
+
+    def catch_up(self, names: list[str] | None = None) -> None:
+        """Brings these read models (all by default) up to the log's head now."""
+        for name in names or list(self.projectors):
+            self.projectors[name].catch_up()
+
+    @contextmanager
+    def reading(self, views: tuple[str, ...]) -> Iterator[Select]:
+        with self.views.reading(views) as select:
+            yield select
+
+    def close(self) -> None:
+        self.follower.close()
+
+
+def read_models(store: ChangeRecorder, *, page: int | None = None) -> ReadModels:
+    views = open_view_store(store.recorder)
+    follower = LogFollower(store.recorder)
+    projectors = {
+        name: Projector(model(), views, follower, store.mapper.to_domain_event)
+        for name, model in MODELS.items()
+    }
+    if page is not None:
+        for projector in projectors.values():
+            projector.page = page
+    return ReadModels(store, views, follower, projectors)

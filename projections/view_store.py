@@ -1,0 +1,305 @@
+"""Where read models live (the read models' own tracking recorders, as eventsourcing's
+`examples/ftsprojection` keeps its view beside its projection): tables beside the event log, in the same database (SQLite or
+PostgreSQL), each generation in its own tables (`rm_<table>_g<n>`) behind a view (`rm_<table>`)
+that a switch re-points in one transaction. A generation's position is a row of eventsourcing's
+tracking table (`view:<model>:g<n>`), written in the same transaction as its rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import PersistenceError, ProcessRecorder, Tracking
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteProcessRecorder
+
+from projections.views import (
+    PositionMoved,
+    ReadModel,
+    Row,
+    Rows,
+    Select,
+    Table,
+    Writes,
+    view,
+)
+
+LIVE = "rm_live"  # which generation of each model the views show
+_SQLITE_CHUNK = 900  # bound parameters per statement, below SQLite's historical limit
+
+
+def physical(table: Table | str, generation: int) -> str:
+    return f"rm_{table if isinstance(table, str) else table.name}_g{generation}"
+
+
+def tracking_name(model: str, generation: int) -> str:
+    return f"view:{model}:g{generation}"
+
+
+def open_view_store(recorder: ProcessRecorder) -> SQLiteViewStore | PostgresViewStore:
+    if isinstance(recorder, SQLiteProcessRecorder):
+        return SQLiteViewStore(recorder)
+    if isinstance(recorder, PostgresProcessRecorder):
+        return PostgresViewStore(recorder)
+    raise TypeError(f"no read-model store for {type(recorder).__name__}")
+
+
+class _SQLStore:
+    """What both databases share; the subclasses give the connection, placeholders and types."""
+
+    integer = "INTEGER"
+    tracking_table = "tracking"
+
+    def _transaction(self, *, write: bool) -> Any:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _fetch(self, cursor: Any) -> list[Row]:
+        return [tuple(row) for row in cursor.fetchall()]
+
+    def _lock(self, cursor: Any, name: str) -> None:
+        """Serialises writers of one generation (SQLite: BEGIN IMMEDIATE already does)."""
+
+    def _insert_tracking(self, cursor: Any, tracking: Tracking) -> None:
+        raise NotImplementedError
+
+    def _ensure_live_table(self, cursor: Any) -> None:
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {LIVE} (model TEXT PRIMARY KEY, generation {self.integer})"
+        )
+
+    def live_generation(self, model: str) -> int | None:
+        try:
+            with self._transaction(write=False) as cursor:
+                cursor.execute(
+                    self._sql(f"SELECT generation FROM {LIVE} WHERE model = ?"), (model,)
+                )
+                found = self._fetch(cursor)
+        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable, PersistenceError) as error:
+            if "no such table" in str(error) or "does not exist" in str(error):
+                return None
+            raise
+        return int(found[0][0]) if found else None
+
+    def generations(self, model: ReadModel) -> list[int]:
+        first = physical(model.tables[0], 0).removesuffix("0")
+        with self._transaction(write=False) as cursor:
+            cursor.execute(*self._table_names(first))
+            names = [str(row[0]) for row in self._fetch(cursor)]
+        return sorted(int(name[len(first) :]) for name in names if name[len(first) :].isdigit())
+
+    def _table_names(self, prefix: str) -> tuple[str, Row]:
+        raise NotImplementedError
+
+    def create(self, model: ReadModel, generation: int) -> None:
+        with self._transaction(write=True) as cursor:
+            self._ensure_live_table(cursor)
+            for table in model.tables:
+                name = physical(table, generation)
+                columns = ", ".join(
+                    f"{column} {self.integer if kind == 'integer' else 'TEXT'}"
+                    for column, kind in table.columns
+                )
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} ({columns}, "
+                    f"PRIMARY KEY ({', '.join(table.key)}))"
+                )
+                for number, indexed in enumerate(table.indexes):
+                    cursor.execute(
+                        f"CREATE INDEX IF NOT EXISTS {name}_i{number} ON {name} "
+                        f"({', '.join(indexed)})"
+                    )
+
+    def drop(self, model: ReadModel, generation: int) -> None:
+        with self._transaction(write=True) as cursor:
+            for table in model.tables:
+                cursor.execute(f"DROP TABLE IF EXISTS {physical(table, generation)}")
+            cursor.execute(
+                self._sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
+                (tracking_name(model.name, generation),),
+            )
+
+    def switch(self, model: ReadModel, generation: int) -> None:
+        with self._transaction(write=True) as cursor:
+            self._ensure_live_table(cursor)
+            for table in model.tables:
+                cursor.execute(f"DROP VIEW IF EXISTS {view(table)}")
+                cursor.execute(
+                    f"CREATE VIEW {view(table)} AS SELECT * FROM {physical(table, generation)}"
+                )
+            cursor.execute(
+                self._sql(
+                    f"INSERT INTO {LIVE} (model, generation) VALUES (?, ?) "
+                    "ON CONFLICT (model) DO UPDATE SET generation = excluded.generation"
+                ),
+                (model.name, generation),
+            )
+
+    def position(self, model: str, generation: int) -> int:
+        with self._transaction(write=False) as cursor:
+            return self._position(cursor, tracking_name(model, generation))
+
+    def _position(self, cursor: Any, name: str) -> int:
+        cursor.execute(
+            self._sql(
+                f"SELECT notification_id FROM {self.tracking_table} WHERE application_name = ?"
+            ),
+            (name,),
+        )
+        found = self._fetch(cursor)
+        return int(found[0][0]) if found and found[0][0] is not None else 0
+
+    def rows(self, model: ReadModel, generation: int) -> Rows:
+        def select(table: Table, column: str, values: Collection[Any]) -> list[Row]:
+            if not values:
+                return []
+            with self._transaction(write=False) as cursor:
+                return self._select_in(cursor, physical(table, generation), column, list(values))
+
+        return select
+
+    def _select_in(self, cursor: Any, table: str, column: str, values: list[Any]) -> list[Row]:
+        raise NotImplementedError
+
+    def write(self, model: ReadModel, generation: int, writes: Writes, at: int, to: int) -> None:
+        name = tracking_name(model.name, generation)
+        tables = {table.name: table for table in model.tables}
+        with self._transaction(write=True) as cursor:
+            self._lock(cursor, name)
+            if self._position(cursor, name) != at:
+                raise PositionMoved(name)
+            for table_name, rows in writes.upserts.items():
+                table = tables[table_name]
+                columns = table.column_names
+                updates = ", ".join(
+                    f"{column} = excluded.{column}" for column in columns[len(table.key) :]
+                )
+                cursor.executemany(
+                    self._sql(
+                        f"INSERT INTO {physical(table, generation)} ({', '.join(columns)}) "
+                        f"VALUES ({', '.join('?' * len(columns))}) "
+                        f"ON CONFLICT ({', '.join(table.key)}) DO "
+                        + (f"UPDATE SET {updates}" if updates else "NOTHING")
+                    ),
+                    list(rows.values()),
+                )
+            for table_name, sql, params in writes.statements:
+                cursor.execute(
+                    self._sql(sql.format(table=physical(table_name, generation))), params
+                )
+            if to > at:
+                self._insert_tracking(cursor, Tracking(name, to))
+
+    @contextmanager
+    def reading(self, views: Collection[str]) -> Iterator[Select]:
+        with self._transaction(write=False) as cursor:
+            self._begin_read(cursor, views)
+
+            def select(sql: str, params: Row = ()) -> list[Row]:
+                cursor.execute(self._sql(sql), params)
+                return self._fetch(cursor)
+
+            yield select
+
+    def _begin_read(self, cursor: Any, views: Collection[str]) -> None:
+        """SQLite: the first read takes the snapshot (schema and rows), nothing to do."""
+
+
+class SQLiteViewStore(_SQLStore):
+    def __init__(self, recorder: SQLiteProcessRecorder) -> None:
+        self.recorder = recorder
+        self.datastore = recorder.datastore
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Any]:
+        with self.datastore.get_connection(commit=write) as connection:
+            cursor = connection.cursor()
+            try:
+                # IMMEDIATE: a writer takes the write lock before it reads the position.
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield cursor
+            except BaseException:
+                connection.rollback()
+                raise
+            else:
+                if write:
+                    connection.commit()
+                else:
+                    connection.rollback()
+
+    def _insert_tracking(self, cursor: Any, tracking: Tracking) -> None:
+        self.recorder._insert_tracking(cursor, tracking)
+
+    def _table_names(self, prefix: str) -> tuple[str, Row]:
+        return (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'",
+            (prefix.replace("_", r"\_") + "%",),
+        )
+
+    def _select_in(self, cursor: Any, table: str, column: str, values: list[Any]) -> list[Row]:
+        found: list[Row] = []
+        for start in range(0, len(values), _SQLITE_CHUNK):
+            chunk = values[start : start + _SQLITE_CHUNK]
+            cursor.execute(
+                f"SELECT * FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.extend(self._fetch(cursor))
+        return found
+
+
+class PostgresViewStore(_SQLStore):
+    integer = "BIGINT"
+
+    def __init__(self, recorder: PostgresProcessRecorder) -> None:
+        self.recorder = recorder
+        self.datastore = recorder.datastore
+        self.tracking_table = f'"{recorder.datastore.schema}"."{recorder.tracking_table_name}"'
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Any]:
+        with self.datastore.transaction(commit=write) as cursor:
+            yield cursor
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def _fetch(self, cursor: Any) -> list[Row]:
+        return [tuple(row.values()) for row in cursor.fetchall()]
+
+    def _lock(self, cursor: Any, name: str) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(name.encode()),))
+
+    def _insert_tracking(self, cursor: Any, tracking: Tracking) -> None:
+        self.recorder._insert_tracking(cursor, tracking)
+
+    def _table_names(self, prefix: str) -> tuple[str, Row]:
+        return (
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
+            (self.datastore.schema, prefix.replace("_", r"\_") + "%"),
+        )
+
+    def _select_in(self, cursor: Any, table: str, column: str, values: list[Any]) -> list[Row]:
+        cursor.execute(f"SELECT * FROM {table} WHERE {column} = ANY(%s)", (values,))
+        return self._fetch(cursor)
+
+    def _begin_read(self, cursor: Any, views: Collection[str]) -> None:
+        # One snapshot, taken after the views are locked: a switch waits for this read to end,
+        # and a switch that came first is seen whole.
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if views:
+            cursor.execute(f"LOCK TABLE {', '.join(views)} IN ACCESS SHARE MODE")
+
+
+def addresses_table(recorder: ProcessRecorder, name: str) -> str:
+    """The store's erasable table of clear addresses (`name`), as a reader names it in SQL."""
+    if isinstance(recorder, PostgresProcessRecorder):
+        return f'"{recorder.datastore.schema}"."{name}"'
+    return name

@@ -1,0 +1,308 @@
+"""How a read model is kept: it follows the event log from its own tracked position, and writes
+its rows and its new position in one transaction; it resumes where it stopped; it is rebuilt
+beside the live copy (a new *generation* of its tables) and switched to atomically.
+
+A read model is pure: `apply` turns a page of (position, event) into row writes, reading the
+rows it needs through `Rows`. Where the rows live (SQLite, PostgreSQL) is the `ViewStore` port,
+built in `adapters.view_store`; how the log is followed is the `Follower` port
+(`adapters.log_follower`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of a read model: `columns` as (name, "text" | "integer"), the first `key` ones
+    its primary key. Physical tables are `rm_<name>_g<generation>`; readers use the view
+    `rm_<name>`, which always points at the live generation."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+
+def view(table: Table | str) -> str:
+    """The name readers use for a read model's table: a view of its live generation."""
+    return f"rm_{table if isinstance(table, str) else table.name}"
+
+
+@dataclass
+class Writes:
+    """What a page of events does to a read model's tables, applied in one transaction:
+    `upserts` replace rows by primary key; then `statements`, in order, each SQL with `?`
+    parameters and `{table}` standing for the physical name of the table it names."""
+
+    upserts: dict[str, dict[Row, Row]] = field(default_factory=dict)
+    statements: list[tuple[str, str, Row]] = field(default_factory=list)
+
+    def upsert(self, table: Table, row: Row) -> None:
+        key = row[: len(table.key)]
+        self.upserts.setdefault(table.name, {})[key] = row
+
+    def execute(self, table: Table, sql: str, params: Row = ()) -> None:
+        self.statements.append((table.name, sql, params))
+
+
+class Rows(Protocol):
+    def __call__(self, table: Table, column: str, values: Collection[Any]) -> list[Row]:
+        """The rows of a table (of the generation being written) whose column is in values."""
+
+
+class ReadModel(Protocol):
+    name: str
+    tables: tuple[Table, ...]
+    topics: Sequence[str]  # the event topics it follows
+
+    def apply(self, events: Sequence[tuple[int, object]], rows: Rows) -> Writes:
+        """The writes for these events (in log order), given the rows as they are now."""
+
+
+class PositionMoved(Exception):
+    """Another runner wrote this generation meanwhile: nothing was written; read again."""
+
+
+class ViewStore(Protocol):
+    def live_generation(self, model: str) -> int | None: ...
+
+    def generations(self, model: ReadModel) -> list[int]:
+        """Generations whose tables exist (the live one, and any being built)."""
+
+    def create(self, model: ReadModel, generation: int) -> None: ...
+
+    def drop(self, model: ReadModel, generation: int) -> None: ...
+
+    def switch(self, model: ReadModel, generation: int) -> None:
+        """Points the model's views at this generation, in one transaction."""
+
+    def position(self, model: str, generation: int) -> int: ...
+
+    def rows(self, model: ReadModel, generation: int) -> Rows: ...
+
+    def write(self, model: ReadModel, generation: int, writes: Writes, at: int, to: int) -> None:
+        """Applies the writes and moves the position from `at` to `to`, in one transaction;
+        PositionMoved if the stored position is no longer `at`."""
+
+    def reading(self, views: Collection[str]) -> AbstractContextManager[Select]:
+        """One consistent read of these views (`rm_<table>` names) and the store's tables."""
+
+
+class Select(Protocol):
+    def __call__(self, sql: str, params: Row = ()) -> list[Row]: ...
+
+
+class Follower(Protocol):
+    stopping: threading.Event
+
+    def page(self, after: int, limit: int, topics: Sequence[str] = ()) -> Sequence[Any]: ...
+
+    def head(self) -> int: ...
+
+    def wait(self, after: int, timeout_s: float, topics: Sequence[str] = ()) -> bool: ...
+
+
+PAGE = 5000  # notifications per transaction
+Decode = Callable[[Any], object]  # a stored notification to its domain event
+Progress = Callable[[int, int], None]  # (position, head)
+
+
+@dataclass
+class Projector:
+    """Runs one read model: catches a generation up with the log, follows it, rebuilds it."""
+
+    model: ReadModel
+    store: ViewStore
+    follower: Follower
+    decode: Decode
+    page: int = PAGE
+
+    def ensure(self) -> int:
+        """The live generation, made (empty, position 0) if the model was never built."""
+        live = self.store.live_generation(self.model.name)
+        if live is None:
+            try:
+                self.store.create(self.model, 1)
+                self.store.switch(self.model, 1)
+            except Exception:
+                if self.store.live_generation(self.model.name) is None:
+                    raise
+                # another process made it first (PostgreSQL's catalog can refuse the race)
+            live = self.store.live_generation(self.model.name) or 1
+        return live
+
+    def catch_up(
+        self,
+        generation: int | None = None,
+        *,
+        until: int | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Applies the log to a generation (the live one by default) up to `until` (the log's
+        head now, by default); returns its position."""
+        head = self.follower.head() if until is None else until  # first: the log must exist
+        generation = self.ensure() if generation is None else generation
+        at = self.store.position(self.model.name, generation)
+        while at < head and not self.follower.stopping.is_set():
+            at = self.step(generation, at, head)
+            if progress is not None:
+                progress(at, head)
+        return at
+
+    def step(self, generation: int, at: int, head: int | None = None) -> int:
+        """One page after `at`; returns the new position (re-read if another runner moved it)."""
+        notifications = self.follower.page(at, self.page, self.model.topics)
+        if not notifications:
+            # Nothing of ours up to the head: the position moves there without rows.
+            to = max(at, head if head is not None else self.follower.head())
+            return self._write(generation, Writes(), at, to) if to > at else at
+        events = [(n.id, self.decode(n)) for n in notifications]
+        to = notifications[-1].id if len(notifications) == self.page or head is None else head
+        to = max(to, notifications[-1].id)
+        writes = self.model.apply(events, self.store.rows(self.model, generation))
+        return self._write(generation, writes, at, to)
+
+    def _write(self, generation: int, writes: Writes, at: int, to: int) -> int:
+        try:
+            self.store.write(self.model, generation, writes, at, to)
+        except PositionMoved:
+            return self.store.position(self.model.name, generation)
+        return to
+
+    def advance(self) -> bool:
+        """One page into the live generation if it lags; True if it did. A rebuild that
+        switched and dropped the tables meanwhile is followed into its generation."""
+        generation = self.ensure()
+        at = self.store.position(self.model.name, generation)
+        head = self.follower.head()
+        if at >= head:
+            return False
+        try:
+            self.step(generation, at, head)
+        except Exception:
+            if self.store.live_generation(self.model.name) == generation:
+                raise
+        return True
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Builds a fresh generation beside the live one from the start of the log, switches to
+        it once caught up (readers see the old or the new, never a half-built one), and drops
+        the old. Returns the new generation."""
+        fresh = self.fresh_generation()
+        try:
+            self.catch_up(fresh, progress=progress)
+        except BaseException:
+            self.store.drop(self.model, fresh)
+            raise
+        return self.go_live(fresh, progress)
+
+    def fresh_generation(self) -> int:
+        """A new, empty generation beside the live one (position 0)."""
+        live = self.ensure()
+        fresh = max([live, *self.store.generations(self.model)]) + 1
+        self.store.create(self.model, fresh)
+        return fresh
+
+    def go_live(self, fresh: int, progress: Progress | None = None) -> int:
+        """Catches the fresh generation up once more (what arrived during the build: the live
+        copy lags as much), switches the views to it in one transaction, drops the old."""
+        try:
+            self.catch_up(fresh, progress=progress)
+            if self.follower.stopping.is_set():
+                raise InterruptedError("the rebuild was stopped before it caught up")
+            self.store.switch(self.model, fresh)
+        except BaseException:
+            self.store.drop(self.model, fresh)
+            raise
+        for old in self.store.generations(self.model):
+            if old != fresh:
+                self.store.drop(self.model, old)
+        return fresh
+
+    def status(self) -> Status:
+        live = self.store.live_generation(self.model.name)
+        head = self.follower.head()
+        if live is None:
+            return Status(self.model.name, None, 0, head, head)
+        at = self.store.position(self.model.name, live)
+        return Status(self.model.name, live, at, head, max(0, head - at))
+
+
+def rebuild_together(
+    projectors: Sequence[Projector], progress: Progress | None = None
+) -> dict[str, int]:
+    """Rebuilds several read models that follow the same topics in one pass over the log: each
+    page is read and decoded once, then applied to each model in its own transaction. Returns
+    each one's new generation."""
+    first = projectors[0]
+    fresh = {p.model.name: p.fresh_generation() for p in projectors}
+    try:
+        head, at = first.follower.head(), 0
+        while at < head and not first.follower.stopping.is_set():
+            notifications = first.follower.page(at, first.page, first.model.topics)
+            events = [(n.id, first.decode(n)) for n in notifications]
+            to = notifications[-1].id if len(notifications) == first.page else head
+            to = max([to, *(n.id for n in notifications[-1:])])  # news past the head, read too
+            for projector in projectors:
+                writes = projector.model.apply(
+                    events, projector.store.rows(projector.model, fresh[projector.model.name])
+                )
+                projector.store.write(projector.model, fresh[projector.model.name], writes, at, to)
+            at = to
+            if progress is not None:
+                progress(at, head)
+    except BaseException:
+        for projector in projectors:
+            projector.store.drop(projector.model, fresh[projector.model.name])
+        raise
+    return {p.model.name: p.go_live(fresh[p.model.name], progress) for p in projectors}
+
+
+def follow(
+    projectors: Sequence[Projector],
+    follower: Follower,
+    *,
+    idle_exit_s: float | None = None,
+    wait_s: float = 1.0,
+) -> None:
+    """Keeps every read model up with the log until stopped (or idle for `idle_exit_s`): pages
+    while any lags, then a bounded wait for news (LISTEN on PostgreSQL, a short poll on SQLite)."""
+    last_news = time.monotonic()
+    while not follower.stopping.is_set():
+        head = follower.head()  # read before looking: what comes after it ends the wait
+        moved = [projector.advance() for projector in projectors]
+        if any(moved):
+            last_news = time.monotonic()
+            continue
+        if idle_exit_s is not None and time.monotonic() - last_news >= idle_exit_s:
+            return
+        timeout = wait_s if idle_exit_s is None else min(wait_s, idle_exit_s)
+        if follower.wait(head, timeout):
+            last_news = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    generation: int | None  # None: never built
+    position: int
+    head: int
+    lag: int  # notifications of the log not yet applied (of any topic)
+
+
+def pages(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
