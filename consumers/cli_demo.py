@@ -111,9 +111,7 @@ def _run(config: Settings, console: Console, timeout: float) -> None:
 
     def done(stats: object) -> bool:
         positions = worker.stats.positions
-        stored = all(
-            positions.get(f"{config.topic_inbound}:{p}", -1) >= o for p, o in last.items()
-        )
+        stored = all(positions.get(f"{config.topic_inbound}:{p}", -1) >= o for p, o in last.items())
         if time.monotonic() > deadline:
             raise click.ClickException("the ingest did not catch up in time")
         return stored
