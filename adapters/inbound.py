@@ -7,11 +7,8 @@ moving. The JSON Schema is generated from the same Structs: `python -m adapters.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import re
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, get_args
@@ -26,6 +23,7 @@ from adapters.inbound_errors import (
     from_decode_error,
     from_validation_error,
 )
+from adapters.schema_command import published, run
 from domain.application import ChangeKind
 from domain.identity import (
     InvalidSalesforceId,
@@ -384,18 +382,11 @@ def _type_is(change_type: ChangeType) -> dict[str, Any]:
 
 def schema_text() -> str:
     """The JSON Schema as published in docs/schema/inbound-change-v1.schema.json."""
-    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    return published(json_schema())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adapters.inbound", description="The inbound change contract."
-    )
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("schema", help="print the JSON Schema of the current version")
-    parser.parse_args(argv)
-    sys.stdout.write(schema_text())
-    return 0
+    return run("python -m adapters.inbound", "The inbound change contract.", schema_text, argv)
 
 
 if __name__ == "__main__":

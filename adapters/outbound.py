@@ -10,8 +10,6 @@ the contract in docs/analytics-feed.md).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +17,8 @@ from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
+
+from adapters.schema_command import published, run
 
 SCHEMA_VERSION: Literal[1] = 1
 POSITION_HEADER = "x-log-position"  # the record's event's position in the log, as ASCII digits
@@ -97,18 +97,11 @@ def json_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     """The JSON Schema as published in docs/schema/state-change-v1.schema.json."""
-    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    return published(json_schema())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adapters.outbound", description="The analytics feed's contract."
-    )
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("schema", help="print the JSON Schema of the current version")
-    parser.parse_args(argv)
-    sys.stdout.write(schema_text())
-    return 0
+    return run("python -m adapters.outbound", "The analytics feed's contract.", schema_text, argv)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,29 @@
-"""Shared by the ingest tests: settings of their own on each store, SQLite and PostgreSQL."""
+"""Shared by the integration tests: settings of their own on each store, SQLite and PostgreSQL,
+and a Kafka broker of a module's own for the tests that stop it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from adapters.settings import Settings
 from tests.integration.ingest_harness import ingest_workers, isolated_settings
+from tests.integration.private_broker import PrivateBroker
 
-__all__ = ["config", "ingest_workers"]
+__all__ = ["broker", "config", "ingest_workers"]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
+    """A broker of the module's own (its own ports and state): the shared one is never stopped."""
+    broker = PrivateBroker(tmp_path_factory.mktemp("private-kafka"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -158,16 +157,6 @@ def test_the_feed_after_kills_holds_every_state_change_once_valid_and_in_order(
     assert lines[-2].endswith(f"from log position {last_record}"), lines[-2]
     assert lines[-1].startswith("published 0 records"), lines[-1]
     assert len(kcat_read(config.kafka_bootstrap_servers, config.topic_state)) == len(records)
-
-
-@pytest.fixture
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path_factory.mktemp("private-kafka"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 def test_a_publisher_waits_out_a_broker_outage_and_publishes_each_record_once(

@@ -7,7 +7,6 @@ import socket
 import sqlite3
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,16 +117,6 @@ def test_metrics_move_as_the_run_moves(
     assert "process_cpu_seconds_total" in get(port, "/metrics")[1]
     assert get(port, "/nowhere")[0] == 404
     assert worker.stop() == 0
-
-
-@pytest.fixture
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path_factory.mktemp("private-kafka"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,16 +36,6 @@ STOPPED_FOR_S = 60.0
 MAX_CORE_SHARE = 0.05
 PAUSED_CORE_SHARE = 0.10  # a shorter window, which includes noticing the spin
 NOT_ANSWERING = re.compile(r" WARNING consumers\.outage: Kafka at \S+ does not answer ")
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path_factory.mktemp("private-kafka"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 @pytest.fixture
