@@ -97,8 +97,9 @@ class KafkaLogFilter(logging.Filter):
     kind of its messages at most once a minute, and none once a stop was asked for."""
 
     EVERY_S = 60.0
-    # Routine, not trouble: a topic created a moment ago has no partition metadata yet.
-    ROUTINE = ("No partition metadata for topic",)
+    # Routine, not trouble: a topic created a moment ago has no partition metadata yet; its
+    # event loop's own slow-step diagnostic (>100 ms) fires whenever the machine is busy.
+    ROUTINE = ("No partition metadata for topic", "Task <kafka.net.selector.Task")
 
     def __init__(self) -> None:
         super().__init__()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,16 @@ def test_a_bad_log_format_stops_start_up_naming_the_setting() -> None:
     result = CliRunner().invoke(cli, ["person", "--help"], env={"OPTOUT_LOG_FORMAT": "xml"})
     assert result.exit_code != 0
     assert "OPTOUT_LOG_FORMAT must be one of text, json, not 'xml'" in result.output
+
+
+def test_kafka_pythons_routine_lines_are_dropped_and_its_repeats_limited(
+    captured: io.StringIO,
+) -> None:
+    logs.configure(1, env={}, stream=captured)
+    selector = logging.getLogger("kafka.net.selector")
+    selector.warning("Task <kafka.net.selector.Task object at 0x7f> ran for 0.146s (>0.100s ...")
+    cluster, kind = logging.getLogger("kafka.cluster"), f"No node available ({uuid.uuid4()})"
+    for _ in range(3):
+        cluster.warning(kind)
+    assert captured.getvalue().count("WARNING") == 1, captured.getvalue()
+    assert kind in captured.getvalue()
