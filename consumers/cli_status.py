@@ -113,11 +113,14 @@ def show(found: Status) -> None:
         f"failed pushes {persons.failed_pushes}"
     )
     console.print(f"dead letters {letters.total} ({letters.not_redriven} not re-driven)")
-    limit = "unknown (a share of the org's maximum)" if calls.limit is None else str(calls.limit)
-    left = "unknown" if calls.left is None else str(calls.left)
+    limit = (
+        f"limit unknown ({calls.budget} of the org's daily maximum, which status does not ask)"
+        if calls.limit is None
+        else f"{calls.left} left of {calls.limit}"
+    )
     console.print(
-        f"Salesforce API calls in {calls.window_hours} h: {calls.used} used of {limit} "
-        f"(budget {calls.budget}), {left} left; nightly passes {calls.nightly_used}"
+        f"Salesforce API calls, last {calls.window_hours} h: {calls.used} by the pusher, {limit}; "
+        f"{calls.nightly_used} by nightly passes"
     )
     night = found.nightly
     last = night.last
