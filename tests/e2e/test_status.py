@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,7 +20,8 @@ from kafka import KafkaProducer
 from adapters.event_store import AddressKeys, environment
 from domain.application import Change, ChangeKind, ChangeRecorder
 from domain.identity import person_key, to_18
-from domain.person import Provenance
+from domain.nightly_pass import NightlyPass
+from domain.person import Person, Provenance
 from domain.push import Accepted, Refused, record_outcomes
 from tests.e2e.cli import isolated_env, optout_sync
 
@@ -251,6 +252,49 @@ def test_a_clean_situation_exits_0(kafka_bootstrap: str, tmp_path: Path) -> None
 
     shown = optout_sync("status", env=env)
     assert shown.returncode == 0 and "all is well" in shown.stdout
+
+    # A failed nightly pass (the latest one) needs attention; so does a spent budget.
+    store = ChangeRecorder(env=environment(url))
+    try:
+        ended = datetime.now(UTC)
+        store.save_with_position([cast(Person, failed_pass(ended))], None)
+        record_outcomes(store, [], None, calls=[time.time() - 5, time.time() - 4])
+    finally:
+        store.close()
+    code, found = status({**env, "OPTOUT_SALESFORCE_DAILY_BUDGET": "2"})
+    assert code == 1
+    assert found["nightly"]["last"] == {
+        "slot": "manual:x",
+        "started_at": (ended - timedelta(minutes=2)).isoformat().replace("+00:00", "Z"),
+        "finished_at": ended.isoformat().replace("+00:00", "Z"),
+        "outcome": "failed",
+        "error": "the org said no",
+    }
+    assert found["api_calls"]["nightly_used"] == 7
+    assert found["api_calls"]["used"] == 2 and found["api_calls"]["left"] == 0
+    assert found["attention"] == [
+        "the Salesforce API budget is spent: 2 of 2 calls",
+        "the last nightly pass (manual:x) failed: the org said no",
+    ]
+
+
+def failed_pass(ended: datetime) -> NightlyPass:
+    return NightlyPass(
+        slot="manual:x",
+        started_at=ended - timedelta(minutes=2),
+        finished_at=ended,
+        outcome="failed",
+        error="the org said no",
+        read=0,
+        imported=0,
+        pushed=0,
+        accepted=0,
+        failed=0,
+        pending_link=0,
+        conflicts=[],
+        api_calls=7,
+        log_position=0,
+    )
 
 
 def test_status_that_cannot_be_read_exits_2_naming_the_setting(
