@@ -72,8 +72,13 @@ def _readable(config: bootstrap.Settings) -> Iterator[None]:
         with bootstrap.reachable(config):
             try:
                 yield
-            except (TimeoutError, ProgrammingError) as error:
+            except TimeoutError as error:  # a topic that stopped answering midway
                 raise Unreadable(str(error)) from None
+            except ProgrammingError as error:  # no tables: a store never initialised
+                raise Unreadable(
+                    f"OPTOUT_DATABASE_URL: the event store at {config.store_location} cannot be "
+                    f"read ({error}); run `optout-sync init`"
+                ) from None
     except click.ClickException as error:
         if isinstance(error, Unreadable):
             raise
