@@ -31,6 +31,7 @@ VERBS: dict[str, str] = {
     # issue 12: the read models and the audit trail
     "projections": "consumers.cli_projections:projections",
     "audit": "consumers.cli_audit:audit",
+    "status": "consumers.cli_status:status",  # issue 14: the operator's status
 }
 
 
