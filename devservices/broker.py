@@ -46,10 +46,12 @@ LOG_CONFIG = Path(__file__).with_name("kafka-log4j2.yaml")
 START_TIMEOUT_S = 180.0
 # Controlled shutdown of a one-node KRaft cluster takes seconds; leave room on a busy machine.
 STOP_TIMEOUT_S = 90.0
-# Sized for a 2-core machine shared with other work: small heap, serial GC, few JIT threads.
+# Sized for a 2-core machine shared with other work: serial GC, few JIT threads. The heap holds
+# every partition's metadata: the test suite makes topics by the hundred (about 5,000 partitions
+# a run, kept between runs), and 512 MiB ran out at some 14,000 (OutOfMemoryError, the broker gone).
 JVM_OPTIONS = (
     "-Xms256m",
-    "-Xmx512m",
+    "-Xmx2g",
     "-XX:+UseSerialGC",
     "-XX:CICompilerCount=2",
     "-XX:+ExitOnOutOfMemoryError",
