@@ -151,6 +151,8 @@ def test_request_limit_exceeded_stops_the_calls_until_a_probe_finds_the_allowanc
     before = org.api_calls()
     try:
         pass_until(pusher, lambda: org.api_calls(PUSH_CALLS) == 1, 60, "the refused call")
+        [paused] = pusher.not_ready()  # /readyz says why
+        assert paused.startswith("paused by the API limit") and "api_limit_reached" in paused
         for _ in range(28):  # 14 minutes: no call at all
             pusher.step()
             now[0] += 30
@@ -164,6 +166,7 @@ def test_request_limit_exceeded_stops_the_calls_until_a_probe_finds_the_allowanc
         assert org.api_calls() - before == 2 and not any(flag(org, r) for r in records.values())
         now[0] += 15 * 60
         pass_until(pusher, all_checked(org, records), 60, "every push after the probe")
+        assert pusher.not_ready() == []
     finally:
         pusher.store.close()
     assert org.api_calls(PUSH_CALLS) == 3  # a few calls an hour while refused, no more
