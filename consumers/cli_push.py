@@ -35,7 +35,7 @@ class _Watched:
         return ["stopping"] if self.stopping.is_set() else [self.starting]
 
 
-def _started(config: Settings, stopping: threading.Event, *, waits: bool) -> Pusher | None:
+def _started(config: Settings, watched: _Watched, *, waits: bool) -> Pusher | None:
     """The pusher; while the daily budget is spent (its count carried from before a restart),
     a long-running pusher waits for the window to free a call instead of calling."""
     while True:
@@ -45,7 +45,10 @@ def _started(config: Settings, stopping: threading.Event, *, waits: bool) -> Pus
             if not waits:
                 raise
             log.warning("%s: waiting", spent)
-            if stopping.wait(max(1.0, (spent.resets_at - datetime.now(UTC)).total_seconds())):
+            watched.starting = f"paused by the daily API budget: {spent}"
+            if watched.stopping.wait(
+                max(1.0, (spent.resets_at - datetime.now(UTC)).total_seconds())
+            ):
                 return None
 
 
@@ -81,7 +84,7 @@ def push(idle_exit: float | None, as_json: bool) -> None:
             log.info("this is the store's active pusher")
             watched.starting = "starting: logging in to Salesforce, finding the opt-out field"
             try:
-                pusher = _started(config, stopping, waits=idle_exit is None)
+                pusher = _started(config, watched, waits=idle_exit is None)
                 if pusher is None:
                     return  # stopped while the budget was spent
             except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
