@@ -103,7 +103,10 @@ class LogFollower:
     def _wait_for_notify(self, timeout_s: float) -> bool:
         """Whether something may have changed: a NOTIFY came (or the listening broke)."""
         try:
-            return any(True for _ in self._listener.notifies(timeout=timeout_s, stop_after=1))
+            came = False
+            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                came = True  # the generator runs to its end: it holds the connection's lock
+            return came
         except psycopg.Error as error:
             # The listening connection broke (a restarted server): the next wait listens on a
             # new one; this one waits out its slice, so a server that is down is not hammered.
