@@ -54,16 +54,18 @@ class LogFollower:
         """Waits up to `timeout_s` for a notification above `after` (of these topics); True as
         soon as there is one, False on timeout or stop."""
         deadline = time.monotonic() + timeout_s
+        look = True  # on PostgreSQL, later looks only once the database says something changed
         while not self.stopping.is_set():
-            if self.listens:
+            if self.listens and self._listener is None:
                 self._listen()  # before looking: a NOTIFY sent after the look is then not missed
-            if self.page(after, 1, topics):
+                look = True
+            if look and self.page(after, 1, topics):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if self.listens:
-                self._wait_for_notify(min(remaining, LISTEN_SLICE_S))
+                look = self._wait_for_notify(min(remaining, LISTEN_SLICE_S))
             else:
                 self.stopping.wait(min(remaining, self.poll_s))
         return False
@@ -98,13 +100,17 @@ class LogFollower:
             self._unlisten()
             raise OperationalError(str(error)) from error
 
-    def _wait_for_notify(self, timeout_s: float) -> None:
+    def _wait_for_notify(self, timeout_s: float) -> bool:
+        """Whether something may have changed: a NOTIFY came (or the listening broke)."""
         try:
+            came = False
             for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
-                pass
+                came = True  # the generator runs to its end: it holds the connection's lock
+            return came
         except psycopg.Error as error:
             # The listening connection broke (a restarted server): the next wait listens on a
             # new one; this one waits out its slice, so a server that is down is not hammered.
             log.warning("the event log's notifications stopped (%s): listening again", error)
             self._unlisten()
             self.stopping.wait(timeout_s)
+            return True

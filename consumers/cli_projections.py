@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from adapters.settings import ConfigError
+from consumers import health
 from consumers.cli_person import reading
+from consumers.metrics import ProjectionMetrics
 from consumers.read_models import MODELS, read_models
 from consumers.stopping import stop_on_signals
 from projections.views import Status, follow, rebuild_together
@@ -40,13 +43,16 @@ def projections() -> None:
 def run(idle_exit: float | None, as_json: bool) -> None:
     """Keep every read model up with the event log, from where each stopped. Waits for news
     without polling on PostgreSQL (LISTEN); polls briefly on SQLite. Stops at SIGTERM/Ctrl-C."""
-    with reading() as (store, _):
+    with reading() as (store, config):
         models = read_models(store)
         stop_on_signals(models.follower.stop)
         try:
-            follow(list(models.projectors.values()), models.follower, idle_exit_s=idle_exit)
+            with health.serving(config, [ProjectionMetrics(models)], models.not_ready):
+                follow(list(models.projectors.values()), models.follower, idle_exit_s=idle_exit)
             models.follower.stopping.clear()
             statuses = [p.status() for p in models.projectors.values()]
+        except ConfigError as error:  # OPTOUT_METRICS_PORT cannot be served
+            raise click.ClickException(str(error)) from None
         finally:
             models.close()
     _print_statuses(statuses, as_json)

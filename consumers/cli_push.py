@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import click
@@ -11,7 +12,8 @@ import msgspec
 
 from adapters.salesforce import BudgetSpent, SalesforceFailure
 from adapters.settings import ConfigError, Settings
-from consumers import bootstrap
+from consumers import bootstrap, health
+from consumers.metrics import PusherMetrics
 from consumers.pusher import LockLost, Pusher
 from consumers.stopping import stop_on_signals
 
@@ -19,7 +21,21 @@ log = logging.getLogger(__name__)
 FIELD_MISSING_PASS_S = 2.0  # with the field missing: the pass that records the waits, then exit
 
 
-def _started(config: Settings, stopping: threading.Event, *, waits: bool) -> Pusher | None:
+@dataclass
+class _Watched:
+    """What /readyz and /metrics see of this process as it starts, waits for the lock, pushes."""
+
+    stopping: threading.Event
+    starting: str = "starting: connecting to the event store"
+    pusher: Pusher | None = None
+
+    def not_ready(self) -> list[str]:
+        if self.pusher is not None:
+            return self.pusher.not_ready()
+        return ["stopping"] if self.stopping.is_set() else [self.starting]
+
+
+def _started(config: Settings, watched: _Watched, *, waits: bool) -> Pusher | None:
     """The pusher; while the daily budget is spent (its count carried from before a restart),
     a long-running pusher waits for the window to free a call instead of calling."""
     while True:
@@ -29,7 +45,10 @@ def _started(config: Settings, stopping: threading.Event, *, waits: bool) -> Pus
             if not waits:
                 raise
             log.warning("%s: waiting", spent)
-            if stopping.wait(max(1.0, (spent.resets_at - datetime.now(UTC)).total_seconds())):
+            watched.starting = f"paused by the daily API budget: {spent}"
+            if watched.stopping.wait(
+                max(1.0, (spent.resets_at - datetime.now(UTC)).total_seconds())
+            ):
                 return None
 
 
@@ -53,15 +72,19 @@ def push(idle_exit: float | None, as_json: bool) -> None:
     stopping = threading.Event()
     stop_on_signals(stopping.set)
     lock = bootstrap.pusher_lock(config)
+    watched = _Watched(stopping)
+    metrics = PusherMetrics(lambda: watched.pusher, watched.not_ready)
     try:
-        with bootstrap.reachable(config):
+        with health.serving(config, [metrics], watched.not_ready), bootstrap.reachable(config):
             if not lock.try_acquire():
                 log.warning("another pusher is active on this store: waiting to take over")
+                watched.starting = "waiting for the pusher lock: another pusher is active"
                 if not lock.acquire(stopping):
                     return
             log.info("this is the store's active pusher")
+            watched.starting = "starting: logging in to Salesforce, finding the opt-out field"
             try:
-                pusher = _started(config, stopping, waits=idle_exit is None)
+                pusher = _started(config, watched, waits=idle_exit is None)
                 if pusher is None:
                     return  # stopped while the budget was spent
             except SalesforceFailure as error:  # a refused login, the opt-out field missing, ...
@@ -69,6 +92,7 @@ def push(idle_exit: float | None, as_json: bool) -> None:
             except ConfigError as error:  # no org configured
                 raise click.ClickException(f"configuration: {error}") from None
             pusher.stopping, pusher.holds_lock = stopping, lock.held
+            watched.pusher = pusher
             if pusher.field_missing is not None:
                 idle_exit = FIELD_MISSING_PASS_S  # record why each person waits, then stop
             try:
@@ -76,7 +100,9 @@ def push(idle_exit: float | None, as_json: bool) -> None:
             except (SalesforceFailure, LockLost) as error:  # not weather: stop and say why
                 raise click.ClickException(str(error)) from None
             finally:
-                pusher.store.close()
+                pusher.close()
+    except ConfigError as error:  # OPTOUT_METRICS_PORT cannot be served
+        raise click.ClickException(str(error)) from None
     finally:
         lock.release()
     if pusher.field_missing is not None:

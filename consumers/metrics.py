@@ -3,7 +3,7 @@ scraped. The README lists them; names follow Prometheus' conventions (`_total` f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -12,6 +12,8 @@ from consumers.health import Readiness
 from consumers.ingest import Ingest
 from consumers.nightly_schedule import ScheduleStats
 from consumers.publisher import Publisher
+from consumers.pusher import Pusher, PushStats
+from consumers.read_models import ReadModels
 
 
 class IngestMetrics(Collector):
@@ -120,4 +122,70 @@ class SchedulerMetrics(Collector):
         yield GaugeMetricFamily(
             "optout_ready", "1 when the process can do its work (see /readyz)",
             value=0 if self.not_ready() else 1,
+        )  # fmt: skip
+
+
+class PusherMetrics(Collector):
+    """The live pusher: what Salesforce did with its pushes, its calls, how far behind the log."""
+
+    def __init__(self, pusher: Callable[[], Pusher | None], not_ready: Readiness) -> None:
+        self.pusher = pusher  # None while it starts or waits for the lock
+        self.not_ready = not_ready
+
+    def collect(self) -> Iterator[Metric]:
+        pusher = self.pusher()
+        stats = pusher.stats if pusher is not None else PushStats()
+        records = CounterMetricFamily(
+            "optout_push_records", "Opt-outs this process pushed to Salesforce, by outcome",
+            labels=["outcome"],
+        )  # fmt: skip
+        for outcome, count in (
+            ("accepted", stats.accepted),
+            ("refused", stats.refused),
+            ("retried", stats.retried),
+            ("waiting", stats.waiting),
+        ):
+            records.add_metric([outcome], count)
+        yield records
+        yield CounterMetricFamily(
+            "optout_salesforce_api_calls", "Salesforce API calls this process made",
+            value=stats.calls,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "optout_push_position", "The event-log position the pusher has settled up to",
+            value=stats.position,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "optout_push_lag", "Events in the log the pusher has not read yet (as last seen)",
+            value=pusher.lag if pusher is not None else 0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "optout_ready", "1 when the process can do its work (see /readyz)",
+            value=0 if self.not_ready() else 1,
+        )  # fmt: skip
+
+
+class ProjectionMetrics(Collector):
+    """The read models' keeper: each read model's position and lag behind the log."""
+
+    def __init__(self, models: ReadModels) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[Metric]:
+        position = GaugeMetricFamily(
+            "optout_projection_position", "The event-log position each read model is at",
+            labels=["read_model"],
+        )  # fmt: skip
+        lag = GaugeMetricFamily(
+            "optout_projection_lag", "Events in the log not yet applied to each read model",
+            labels=["read_model"],
+        )  # fmt: skip
+        for status in self.models.statuses():
+            position.add_metric([status.name], status.position)
+            lag.add_metric([status.name], status.lag)
+        yield position
+        yield lag
+        yield GaugeMetricFamily(
+            "optout_ready", "1 when the process can do its work (see /readyz)",
+            value=0 if self.models.not_ready() else 1,
         )  # fmt: skip

@@ -23,6 +23,7 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
 
+from adapters.log_follower import LogFollower
 from adapters.salesforce import (
     ApiLimitReached,
     BudgetSpent,
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 PUSHER = "pusher"  # the pusher's position in the store's tracking table
 BATCH = 200  # records per sObject Collections call
-POLL_S = 0.2  # the linger: what arrives meanwhile goes into the same call
+POLL_S = 0.2  # the linger after news: what arrives meanwhile goes into the same call
+IDLE_WAIT_S = 30.0  # the longest idle wait for news (LISTEN on PostgreSQL): the lock is checked
 PAGE = 1000  # notifications read at a time
 READ_AHEAD = 2000  # persons ready to push before reading further: memory stays bounded
 KEYS_KEPT = 100_000  # aggregate ids whose person key is remembered
@@ -110,20 +112,55 @@ class Pusher:
         self.stats.position = self.position
         self._keys: dict[UUID, str] = {}  # a person's key never changes
         self._calls_recorded = 0  # of org.calls_made: the rest are stored with the next outcomes
+        self.follower = LogFollower(self.store.recorder)
+        self.lag = 0  # notifications of the log not yet read, as of the last read
+        self.lock_held = True  # as last checked
+        self.store_answered = True  # whether the last read of the log succeeded
+        self.paused_why: str | None = None
 
     def run(self, *, idle_exit_s: float | None = None) -> PushStats:
         """Pushes until stopped, or until nothing was read or pushed for `idle_exit_s`."""
+        self.follower.stopping = self.stopping  # one event stops the run and cuts its waits short
         last_activity = self.clock()
         while not self.stopping.is_set():
-            if not self.holds_lock():
+            self.lock_held = self.holds_lock()
+            if not self.lock_held:
                 raise LockLost("the pusher's lock on the store was lost: stopping")
             if self.step():
                 last_activity = self.clock()
                 continue
-            if idle_exit_s is not None and self.clock() - last_activity >= idle_exit_s:
+            idle_s = self.clock() - last_activity
+            if idle_exit_s is not None and idle_s >= idle_exit_s:
                 break
-            self.stopping.wait(self.poll_s)
+            wait_s = IDLE_WAIT_S if idle_exit_s is None else idle_exit_s - idle_s
+            if self.follower.wait(self.read_to, min(wait_s, self._next_due()), _FOLLOWED):
+                self.stopping.wait(self.poll_s)  # the linger
         return self.stats
+
+    def not_ready(self) -> list[str]:
+        """Why this pusher is not pushing now (empty: it is), for /readyz."""
+        reasons = ["stopping"] if self.stopping.is_set() else []
+        if not self.lock_held:
+            reasons.append("the pusher's lock on the store was lost")
+        if not self.store_answered:
+            reasons.append("the event store did not answer the last read")
+        if self.field_missing is not None:
+            reasons.append(f"the opt-out field is missing: {self.field_missing}")
+        left_s = self.paused_until - self.clock()
+        if left_s > 0:
+            reasons.append(f"paused by the API limit for {left_s:.0f} s more ({self.paused_why})")
+        return reasons
+
+    def close(self) -> None:
+        self.follower.close()
+        self.store.close()
+
+    def _next_due(self) -> float:
+        """Seconds until the first owed push is due (a retry, the end of a pause)."""
+        if not self.due:
+            return IDLE_WAIT_S
+        first = min(due.at for due in self.due.values())
+        return max(0.0, max(first, self.paused_until) - self.clock())
 
     def step(self) -> bool:
         """One pass: read what is new, push what is due; True if anything happened."""
@@ -139,9 +176,14 @@ class Pusher:
 
     # --- following the log ------------------------------------------------------------------
     def _read(self) -> bool:
-        notifications = self.store.recorder.select_notifications(
-            self.read_to, PAGE, topics=_FOLLOWED, inclusive_of_start=False
-        )
+        try:
+            notifications = self.follower.page(self.read_to, PAGE, _FOLLOWED)
+            full = len(notifications) == PAGE  # else all is read: no lag, as of this read
+            self.lag = max(0, self.follower.head() - notifications[-1].id) if full else 0
+        except Exception:
+            self.store_answered = False
+            raise
+        self.store_answered = True
         now = self.clock()
         for notification in notifications:
             event = self.store.mapper.to_domain_event(notification)
@@ -365,6 +407,7 @@ class Pusher:
     ) -> Waiting:
         until = self.clock() + max(wait_s, 1.0)
         if until > self.paused_until:
+            self.paused_why = f"{reason.value}: {detail}" if detail else reason.value
             log.warning("Salesforce push paused for %.0f s: %s", until - self.clock(), detail)
         self.paused_until = max(self.paused_until, until)
         self.due[owed.key].at = self.paused_until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters.event_store import ADDRESSES
 from adapters.log_follower import LogFollower
@@ -13,7 +13,7 @@ from projections.audit_trail import AuditTrail
 from projections.mailbox_index import MailboxIndex
 from projections.per_person import PersonStates
 from projections.view_store import addresses_table, open_view_store
-from projections.views import Projector, ReadModel, Select, ViewStore
+from projections.views import Projector, ReadModel, Select, Status, ViewStore
 
 MODELS: dict[str, type[ReadModel]] = {
     PersonStates.name: PersonStates,
@@ -28,6 +28,7 @@ class ReadModels:
     views: ViewStore
     follower: LogFollower
     projectors: dict[str, Projector]
+    store_answered: bool = field(default=True, init=False)  # at the last look at the statuses
 
     @property
     def addresses_table(self) -> str:
@@ -42,6 +43,24 @@ class ReadModels:
     def reading(self, views: tuple[str, ...]) -> Iterator[Select]:
         with self.views.reading(views) as select:
             yield select
+
+    def statuses(self) -> list[Status]:
+        """Each read model's position and lag now (none when the store does not answer)."""
+        try:
+            found = [projector.status() for projector in self.projectors.values()]
+        except Exception:
+            self.store_answered = False
+            return []
+        self.store_answered = True
+        return found
+
+    def not_ready(self) -> list[str]:
+        """Why the read models are not kept up now (empty: they are), for /readyz."""
+        reasons = ["stopping"] if self.follower.stopping.is_set() else []
+        self.statuses()
+        if not self.store_answered:
+            reasons.append("the event store does not answer")
+        return reasons
 
     def close(self) -> None:
         self.follower.close()

@@ -1,12 +1,17 @@
-"""/metrics, /healthz and /readyz of an ingest worker, scraped over HTTP while it runs: the counts
-and the lag move as the run moves, and readiness follows its broker."""
+"""/metrics, /healthz and /readyz of the long-running processes (an ingest worker, the pusher, the
+read models' keeper), scraped over HTTP while they run: the counts and the lag move as the run
+moves, and readiness follows the broker, the pusher lock."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +19,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.inbound import PersonRef
 from adapters.settings import Settings
+from sandbox import Sandbox, running_sandbox
 from tests.factories import good_change
 from tests.integration.ingest_harness import (
+    REPO,
     Worker,
     Workers,
+    _die_with_the_test_process,
+    env_of,
     isolated_settings,
     keyed,
     produce,
     wait_for,
 )
 from tests.integration.private_broker import PrivateBroker
+from tests.integration.test_ingest import run_until_caught_up
+from tests.salesforce.conftest import flag, org_env
 
 pytestmark = [pytest.mark.kafka]
 
@@ -142,3 +153,117 @@ def test_readyz_is_not_ready_while_the_broker_is_stopped_and_ready_after(
         worker.tail,
     )
     assert worker.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with running_sandbox() as running:
+        yield running
+
+
+def start_verb(
+    config: Settings, log_path: Path, args: list[str], **env: str
+) -> tuple[subprocess.Popen[bytes], int, Callable[[], str]]:
+    """A long-running verb serving its endpoints on a port of its own; its log's tail."""
+    port = free_port()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "consumers", "-v", *args],
+            cwd=REPO,
+            env=env_of(config, OPTOUT_METRICS_PORT=str(port), **env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_the_test_process,
+        )
+    return process, port, lambda: log_path.read_text(errors="replace")[-3000:]
+
+
+def stop(process: subprocess.Popen[bytes], tail: Callable[[], str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, tail()
+
+
+def test_a_running_pusher_shows_its_pushes_and_calls_and_a_second_one_waits_not_ready(
+    config: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    first, port, tail = start_verb(config, tmp_path / "push-1.log", ["push"], **org_env(sandbox))
+    processes = [first]
+    try:
+        wait_for(lambda: ready(port), 120, "the pusher to be ready", tail)
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert metric(port, "optout_push_records_total", outcome="accepted") == 0
+        calls = metric(port, "optout_salesforce_api_calls_total")
+        second, waiting_port, waiting_tail = start_verb(
+            config, tmp_path / "push-2.log", ["push"], **org_env(sandbox)
+        )
+        processes.append(second)
+        wait_for(
+            lambda: "waiting for the pusher lock" in get(waiting_port, "/readyz")[1],
+            120,
+            "the second pusher to say why it is not ready",
+            waiting_tail,
+        )
+        assert get(waiting_port, "/readyz")[0] == 503
+        assert metric(waiting_port, "optout_ready") == 0
+        assert get(waiting_port, "/healthz")[0] == 200, "alive, only not ready"
+
+        records = [sandbox.insert("Contact", LastName=f"M{n}") for n in range(2)]
+        changes = [
+            good_change(person=PersonRef(person_id=f"p-m{n}", salesforce_id=record))
+            for n, record in enumerate(records)
+        ]
+        produce(config, keyed(changes))
+        run_until_caught_up(config).store.close()
+        wait_for(
+            lambda: metric(port, "optout_push_records_total", outcome="accepted") == 2,
+            120,
+            "2 pushes accepted on /metrics",
+            tail,
+        )
+        assert all(flag(sandbox, record) for record in records)
+        assert metric(port, "optout_salesforce_api_calls_total") > calls
+        assert metric(port, "optout_push_records_total", outcome="refused") == 0
+        assert metric(port, "optout_push_position") > 0
+        assert metric(port, "optout_push_lag") == 0
+        assert metric(port, "optout_ready") == 1
+        assert not ready(waiting_port), "still waiting for the lock"
+        for process, process_tail in ((first, tail), (second, waiting_tail)):
+            stop(process, process_tail)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=60)
+
+
+def test_projections_run_shows_each_read_models_position_and_lag(
+    config: Settings, tmp_path: Path
+) -> None:
+    produce(config, keyed([good_change(person=PersonRef(person_id="p-rm-1"))]))
+    run_until_caught_up(config).store.close()
+    process, port, tail = start_verb(config, tmp_path / "projections.log", ["projections", "run"])
+    try:
+        wait_for(lambda: ready(port), 120, "the read models' keeper to be ready", tail)
+        models = ("person_state", "mailbox_index", "audit")
+
+        def positions() -> list[float]:
+            return [metric(port, "optout_projection_position", read_model=m) for m in models]
+
+        wait_for(lambda: min(positions()) > 0, 120, "every read model to catch up", tail)
+        caught_up = positions()
+        assert [metric(port, "optout_projection_lag", read_model=m) for m in models] == [0] * 3
+        produce(config, keyed([good_change(person=PersonRef(person_id="p-rm-2"))]))
+        run_until_caught_up(config).store.close()
+        wait_for(
+            lambda: all(now > then for now, then in zip(positions(), caught_up, strict=True)),
+            120,
+            "every read model to move on",
+            tail,
+        )
+        assert metric(port, "optout_ready") == 1
+        stop(process, tail)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)

@@ -151,6 +151,8 @@ def test_request_limit_exceeded_stops_the_calls_until_a_probe_finds_the_allowanc
     before = org.api_calls()
     try:
         pass_until(pusher, lambda: org.api_calls(PUSH_CALLS) == 1, 60, "the refused call")
+        [paused] = pusher.not_ready()  # /readyz says why
+        assert paused.startswith("paused by the API limit") and "api_limit_reached" in paused
         for _ in range(28):  # 14 minutes: no call at all
             pusher.step()
             now[0] += 30
@@ -164,6 +166,7 @@ def test_request_limit_exceeded_stops_the_calls_until_a_probe_finds_the_allowanc
         assert org.api_calls() - before == 2 and not any(flag(org, r) for r in records.values())
         now[0] += 15 * 60
         pass_until(pusher, all_checked(org, records), 60, "every push after the probe")
+        assert pusher.not_ready() == []
     finally:
         pusher.store.close()
     assert org.api_calls(PUSH_CALLS) == 3  # a few calls an hour while refused, no more
@@ -312,20 +315,32 @@ def test_a_pusher_killed_at_random_instants_of_a_5000_change_push_loses_and_repe
     def checked() -> int:
         return sum(flag(org, record) for record in records.values())
 
+    # Each push call takes 200 ms more, as a distant org's would: an incarnation killed 0-0.3 s
+    # after its first answered call has pushed two batches at most, so ten kills land mid-push
+    # (without it a fast pusher could finish before the tenth).
+    org.add_fault("latency", latency_ms=200, path=PUSH_CALLS)
     kills = 0
     progress = [0]  # records checked at each kill
     while kills < KILLS:
         logs.append(tmp_path / f"pusher-{len(logs)}.log")
         pusher = start_pusher(config, org, logs[-1])
         try:
-            # Killed at a random instant once it is pushing (its first call answered).
-            wait_for(lambda: checked() > progress[-1], 120, "the pusher pushing", tails)
+            # Killed at a random instant once it is pushing (a call of its own answered). The
+            # call log is watched, not the 5,000 flags: reading those takes long enough for the
+            # pusher to get well ahead of the kill.
+            calls = org.api_calls(PUSH_CALLS)
+            wait_for(
+                lambda calls=calls: org.api_calls(PUSH_CALLS) > calls,
+                120,
+                "the pusher pushing",
+                tails,
+            )
             time.sleep(chance.uniform(0.0, 0.3))
-            progress.append(checked())
-            assert progress[-1] < CHANGES, f"the push ended before kill {kills + 1}"
         finally:
             pusher.kill()  # SIGKILL: no goodbye
             pusher.wait(timeout=60)
+        progress.append(checked())
+        assert progress[-1] < CHANGES, f"the push ended before kill {kills + 1}"
         kills += 1
     logs.append(tmp_path / "pusher-last.log")
     pusher = start_pusher(config, org, logs[-1])
