@@ -213,6 +213,8 @@ def test_a_running_pusher_shows_its_pushes_and_calls_and_a_second_one_waits_not_
             good_change(person=PersonRef(person_id=f"p-m{n}", salesforce_id=record))
             for n, record in enumerate(records)
         ]
+        gone = "0035g00000ZzZzZ"  # a Contact the org does not have: refused for good
+        changes.append(good_change(person=PersonRef(person_id="p-gone", salesforce_id=gone)))
         produce(config, keyed(changes))
         run_until_caught_up(config).store.close()
         wait_for(
@@ -221,9 +223,14 @@ def test_a_running_pusher_shows_its_pushes_and_calls_and_a_second_one_waits_not_
             "2 pushes accepted on /metrics",
             tail,
         )
+        wait_for(
+            lambda: metric(port, "optout_push_records_total", outcome="refused") == 1,
+            60,
+            "1 push refused on /metrics",
+            tail,
+        )
         assert all(flag(sandbox, record) for record in records)
         assert metric(port, "optout_salesforce_api_calls_total") > calls
-        assert metric(port, "optout_push_records_total", outcome="refused") == 0
         assert metric(port, "optout_push_position") > 0
         assert metric(port, "optout_push_lag") == 0
         assert metric(port, "optout_ready") == 1
