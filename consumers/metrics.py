@@ -3,7 +3,7 @@ scraped. The README lists them; names follow Prometheus' conventions (`_total` f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,19 +24,16 @@ class IngestMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.worker.stats
-        changes = CounterMetricFamily(
+        yield by_outcome(
             "optout_ingest_changes",
             "Inbound messages handled by this process, by outcome",
-            labels=["outcome"],
+            [
+                ("recorded", stats.recorded),
+                ("duplicate", stats.duplicates),
+                ("dead_lettered", stats.dead_lettered),
+                ("redelivered", stats.redelivered),
+            ],
         )
-        for outcome, count in (
-            ("recorded", stats.recorded),
-            ("duplicate", stats.duplicates),
-            ("dead_lettered", stats.dead_lettered),
-            ("redelivered", stats.redelivered),
-        ):
-            changes.add_metric([outcome], count)
-        yield changes
         yield CounterMetricFamily(
             "optout_dead_letters",
             "Messages this process sent to the dead-letter topic, with their reason",
@@ -60,10 +57,7 @@ class IngestMetrics(Collector):
             "Inbound partitions this process holds",
             value=len(self.worker.held),
         )
-        yield GaugeMetricFamily(
-            "optout_ready", "1 when the process can do its work (see /readyz)",
-            value=0 if self.worker.not_ready() else 1,
-        )  # fmt: skip
+        yield ready(self.worker.not_ready)
 
 
 class PublisherMetrics(Collector):
@@ -90,10 +84,7 @@ class PublisherMetrics(Collector):
             "optout_feed_lag", "Events in the log not yet read by the publisher (as last seen)",
             value=max(0, self.publisher.log_end - stats.position),
         )  # fmt: skip
-        yield GaugeMetricFamily(
-            "optout_ready", "1 when the process can do its work (see /readyz)",
-            value=0 if self.publisher.not_ready() else 1,
-        )  # fmt: skip
+        yield ready(self.publisher.not_ready)
 
 
 class SchedulerMetrics(Collector):
@@ -104,13 +95,10 @@ class SchedulerMetrics(Collector):
         self.not_ready = not_ready
 
     def collect(self) -> Iterator[Metric]:
-        passes = CounterMetricFamily(
+        yield by_outcome(
             "optout_nightly_passes", "Nightly passes this process ran, by outcome",
-            labels=["outcome"],
+            [(outcome, self.stats.passes[outcome]) for outcome in ("done", "failed", "already_run")],
         )  # fmt: skip
-        for outcome in ("done", "failed", "already_run"):
-            passes.add_metric([outcome], self.stats.passes[outcome])
-        yield passes
         for name, help_text, at in (
             ("optout_nightly_last_pass_timestamp_seconds",
              "When the last pass this process ran ended (Unix time; 0: none yet)",
@@ -119,10 +107,7 @@ class SchedulerMetrics(Collector):
              "When the next pass is due (Unix time)", self.stats.next_pass_at),
         ):  # fmt: skip
             yield GaugeMetricFamily(name, help_text, value=at.timestamp() if at else 0)
-        yield GaugeMetricFamily(
-            "optout_ready", "1 when the process can do its work (see /readyz)",
-            value=0 if self.not_ready() else 1,
-        )  # fmt: skip
+        yield ready(self.not_ready)
 
 
 class PusherMetrics(Collector):
@@ -135,18 +120,16 @@ class PusherMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         pusher = self.pusher()
         stats = pusher.stats if pusher is not None else PushStats()
-        records = CounterMetricFamily(
-            "optout_push_records", "Opt-outs this process pushed to Salesforce, by outcome",
-            labels=["outcome"],
-        )  # fmt: skip
-        for outcome, count in (
-            ("accepted", stats.accepted),
-            ("refused", stats.refused),
-            ("retried", stats.retried),
-            ("waiting", stats.waiting),
-        ):
-            records.add_metric([outcome], count)
-        yield records
+        yield by_outcome(
+            "optout_push_records",
+            "Opt-outs this process pushed to Salesforce, by outcome",
+            [
+                ("accepted", stats.accepted),
+                ("refused", stats.refused),
+                ("retried", stats.retried),
+                ("waiting", stats.waiting),
+            ],
+        )
         yield CounterMetricFamily(
             "optout_salesforce_api_calls", "Salesforce API calls this process made",
             value=stats.calls,
@@ -159,10 +142,7 @@ class PusherMetrics(Collector):
             "optout_push_lag", "Events in the log the pusher has not read yet (as last seen)",
             value=pusher.lag if pusher is not None else 0,
         )  # fmt: skip
-        yield GaugeMetricFamily(
-            "optout_ready", "1 when the process can do its work (see /readyz)",
-            value=0 if self.not_ready() else 1,
-        )  # fmt: skip
+        yield ready(self.not_ready)
 
 
 class ProjectionMetrics(Collector):
@@ -185,7 +165,20 @@ class ProjectionMetrics(Collector):
             lag.add_metric([status.name], status.lag)
         yield position
         yield lag
-        yield GaugeMetricFamily(
-            "optout_ready", "1 when the process can do its work (see /readyz)",
-            value=0 if self.models.not_ready() else 1,
-        )  # fmt: skip
+        yield ready(self.models.not_ready)
+
+
+def ready(not_ready: Readiness) -> Metric:
+    """`optout_ready`, every process's: 1 when /readyz would say ready."""
+    return GaugeMetricFamily(
+        "optout_ready", "1 when the process can do its work (see /readyz)",
+        value=0 if not_ready() else 1,
+    )  # fmt: skip
+
+
+def by_outcome(name: str, help_text: str, counts: Iterable[tuple[str, float]]) -> Metric:
+    """A counter with an `outcome` label, one sample per (outcome, count)."""
+    family = CounterMetricFamily(name, help_text, labels=["outcome"])
+    for outcome, count in counts:
+        family.add_metric([outcome], count)
+    return family
