@@ -11,7 +11,7 @@ from adapters.settings import ConfigError
 from consumers import bootstrap, health
 from consumers.ingest import GapError
 from consumers.metrics import IngestMetrics
-from consumers.stopping import stop_on_signals
+from consumers.stopping import idle_exit_option, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,7 @@ def _partition_name(
 
 
 @click.command()
-@click.option(
-    "--idle-exit",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Exit after this long without messages (default: run until SIGTERM/SIGINT).",
-)
+@idle_exit_option("without messages")
 @click.option(
     "--accept-gap",
     "accept_gap",

@@ -20,7 +20,7 @@ from consumers import health
 from consumers.cli_person import reading
 from consumers.metrics import ProjectionMetrics
 from consumers.read_models import MODELS, read_models
-from consumers.stopping import stop_on_signals
+from consumers.stopping import idle_exit_option, stop_on_signals
 from projections.views import Status, follow, rebuild_together
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,7 @@ def projections() -> None:
 
 
 @projections.command()
-@click.option(
-    "--idle-exit",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Exit after this long with nothing new in the log (default: run until SIGTERM/SIGINT).",
-)
+@idle_exit_option("with nothing new in the log")
 @click.option("--json", "as_json", is_flag=True, help="Print each one's position on exit as JSON.")
 def run(idle_exit: float | None, as_json: bool) -> None:
     """Keep every read model up with the event log, from where each stopped. Waits for news

@@ -11,19 +11,13 @@ from kafka.errors import ProducerFencedError
 from adapters.settings import ConfigError
 from consumers import bootstrap, health
 from consumers.metrics import PublisherMetrics
-from consumers.stopping import stop_on_signals
+from consumers.stopping import idle_exit_option, stop_on_signals
 
 log = logging.getLogger(__name__)
 
 
 @click.command()
-@click.option(
-    "--idle-exit",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Exit after this long with nothing new in the log (default: run until SIGTERM/SIGINT).",
-)
+@idle_exit_option("with nothing new in the log")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON on exit.")
 def publish(idle_exit: float | None, as_json: bool) -> None:
     """Publish each change of a person's opt-out state, and each Salesforce acceptance, to the

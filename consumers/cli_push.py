@@ -15,7 +15,7 @@ from adapters.settings import ConfigError, Settings
 from consumers import bootstrap, health
 from consumers.metrics import PusherMetrics
 from consumers.pusher import LockLost, Pusher
-from consumers.stopping import stop_on_signals
+from consumers.stopping import idle_exit_option, stop_on_signals
 
 log = logging.getLogger(__name__)
 FIELD_MISSING_PASS_S = 2.0  # with the field missing: the pass that records the waits, then exit
@@ -53,13 +53,7 @@ def _started(config: Settings, watched: _Watched, *, waits: bool) -> Pusher | No
 
 
 @click.command()
-@click.option(
-    "--idle-exit",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Exit after this long with nothing read or pushed (default: run until SIGTERM/SIGINT).",
-)
+@idle_exit_option("with nothing read or pushed")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON on exit.")
 def push(idle_exit: float | None, as_json: bool) -> None:
     """Push every opt-out in the event log to Salesforce, live, in batches of up to 200, with

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+import click
+
 from consumers.logs import KAFKA_LOG_FILTER
 
 log = logging.getLogger(__name__)
@@ -48,3 +50,15 @@ def _exit_after(code: int) -> None:
         STOP_DEADLINE_S,
     )
     os._exit(code)
+
+
+def idle_exit_option(without: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Every long-running verb's `--idle-exit SECONDS`: for scripts and tests, an exit after so
+    long `without` anything to do; by default the process runs until SIGTERM/SIGINT."""
+    return click.option(
+        "--idle-exit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"Exit after this long {without} (default: run until SIGTERM/SIGINT).",
+    )
