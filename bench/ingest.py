@@ -1,7 +1,9 @@
 """Ingest throughput: events/s stored by one ingest process, on SQLite and on PostgreSQL, and the
-ratio to a plain kafka-python consume of the same topic in the same run.
+ratio to a plain kafka-python consume of the same topic, each run beside its own plain consume,
+every side timed over the same window of messages (after a warm-up tenth); then one instrumented
+run that prints each stage's µs per change.
 
-    ./run bench ingest [--messages 100000] [--persons 80000]
+    ./run bench ingest [--messages 60000] [--persons 50000] [--runs 3] [--processes 2]
 
 Uses KAFKA_BOOTSTRAP_SERVERS / OPTOUT_BENCH_DATABASE_URL (a PostgreSQL server URL) when given,
 else the project's local services (started if needed).
@@ -10,8 +12,10 @@ else the project's local services (started if needed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,6 +23,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+from stages import STAGES, instrumented
 
 import devservices
 from adapters import kafka_clients
@@ -62,42 +68,73 @@ def fill(config: Settings, messages: int, persons: int) -> None:
     sender.close()
 
 
+class Window:
+    """Progress samples (time, messages done) of one side; its rate is taken over the same range
+    of messages on every side: from the first sample at or past `warm` messages to the last."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+
+    def note(self, done: int) -> None:
+        self.samples.append((time.perf_counter(), done))
+
+    def rate(self, warm: int) -> float:
+        start = next((t, n) for t, n in self.samples if n >= warm)
+        end = self.samples[-1]
+        return (end[1] - start[1]) / (end[0] - start[0])
+
+
+def warm_up_count(messages: int) -> int:
+    """Messages each side handles before its window opens: group join, JIT, first fetches."""
+    return max(1_000, messages // 10)
+
+
 def plain_consume(config: Settings, messages: int) -> float:
     """The baseline: a consumer-group member reading the same topic, doing nothing with it."""
     consumer = kafka_clients.consumer(
         config, [config.topic_inbound], group_id=f"bench-plain-{uuid.uuid4().hex[:8]}"
     )
-    seen, started = 0, None
+    window, seen = Window(), 0
     while seen < messages:
         for records in consumer.poll(timeout_ms=500).values():
-            started = started or time.perf_counter()
             seen += len(records)
-    elapsed = time.perf_counter() - (started or time.perf_counter())
+        window.note(seen)
     consumer.close()
-    return messages / elapsed
+    return window.rate(warm_up_count(messages))
 
 
-def ingest(config: Settings, messages: int) -> float:
-    """One in-process ingest worker; events/s from its first stored batch (group join is
-    start-up, not throughput) to the last."""
+def ingest(
+    config: Settings, messages: int, stages: bool = False
+) -> tuple[float, dict[str, float] | None]:
+    """One in-process ingest worker (events/s over the window), and with `stages` its µs per
+    change in each stage (then the rate is not comparable: the timers cost)."""
     bootstrap.prepare(config)
     worker = bootstrap.ingest(config)
-    first_stored: list[float] = []
+    window = Window()
+    warm = warm_up_count(messages)
+    recorder = type(worker.store.recorder)
+    with contextlib.ExitStack() as stack:
+        timers = stack.enter_context(instrumented(recorder)) if stages else None
+        opened: list[tuple[int, int]] = []  # (ns, stored) when the window opened
 
-    def done(stats: IngestStats) -> bool:
-        if stats.polled and not first_stored:
-            first_stored.append(time.perf_counter())
-        return stats.polled >= messages
+        def done(stats: IngestStats) -> bool:
+            window.note(stats.polled)
+            if timers is not None and not opened and stats.polled >= warm:
+                timers.reset()
+                opened.append((time.perf_counter_ns(), stats.polled))
+            return stats.polled >= messages
 
-    stats = worker.run(until=done)
-    end = time.perf_counter()
+        stats = worker.run(until=done)
+        wall_ns = time.perf_counter_ns()
     assert stats.recorded == messages, stats
-    return messages / (end - first_stored[0])
+    if timers is None:
+        return window.rate(warm), None
+    return window.rate(warm), timers.per_change(wall_ns - opened[0][0], messages - opened[0][1])
 
 
 def ingest_processes(config: Settings, messages: int, processes: int) -> float:
-    """N `optout-sync ingest` processes in one consumer group; events/s from the first stored
-    change to the last, read from the store's positions."""
+    """N `optout-sync ingest` processes in one consumer group; events/s over the window, read
+    from the store's positions."""
     bootstrap.prepare(config)
     env = {
         **os.environ,
@@ -113,35 +150,33 @@ def ingest_processes(config: Settings, messages: int, processes: int) -> float:
     ]
     store = bootstrap.open_store(config)
     names = [f"{config.topic_inbound}:{p}" for p in range(PARTITIONS)]
-    first = None
+    window = Window()
     try:
-        while True:
+        stored = 0
+        while stored < messages:
             stored = sum(position + 1 for position in store.positions(names).values())
-            now = time.perf_counter()
-            if stored and first is None:
-                first = now
-            if stored >= messages:
-                break
+            window.note(stored)
             time.sleep(0.02)  # sampling the store's progress
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
         store.close()
-    assert first is not None
-    return messages / (now - first)
+    return window.rate(warm_up_count(messages))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--persons", type=int, default=80_000)
+    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--persons", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs; medians are reported")
     parser.add_argument(
         "--processes",
         type=int,
         default=0,
-        help="also measure N ingest processes in one group, on PostgreSQL (scale-out)",
+        help="also measure N ingest processes in one group against one, on PostgreSQL",
     )
+    parser.add_argument("--no-stages", action="store_true", help="skip the instrumented run")
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="optout-bench-"))
@@ -152,47 +187,83 @@ def main() -> None:
         devservices.up("postgres", services)
         server_url = local_postgres.url(services, "optout")
 
-    def fresh_postgres() -> str:
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        databases.append(name)
-        return local_postgres.create_database(server_url, name)
-
     databases: list[str] = []
+
+    def store(kind: str) -> Settings:
+        if kind == "sqlite":
+            url = f"sqlite:///{state / f'events-{uuid.uuid4().hex[:8]}.sqlite'}"
+        else:
+            name = f"bench_{uuid.uuid4().hex[:8]}"
+            databases.append(name)
+            url = local_postgres.create_database(server_url, name)
+        return settings_for(url, topic, state)
+
     topic = f"bench.changes.{uuid.uuid4().hex[:8]}"
     seed = settings_for(f"sqlite:///{state / 'seed.sqlite'}", topic, state)
     kafka_clients.ensure_topics(seed)
     print(f"producing {args.messages:,} changes for {args.persons:,} persons to {topic} ...")
     fill(seed, args.messages, args.persons)
-
     plain_consume(seed, args.messages)  # warm-up: a freshly started broker is still JIT-compiling
-    plain = plain_consume(seed, args.messages)
-    rows = [
-        ("ingest, SQLite", ingest(
-            settings_for(f"sqlite:///{state / 'events.sqlite'}", topic, state), args.messages
-        ), 10_000),
-        ("ingest, PostgreSQL", ingest(
-            settings_for(fresh_postgres(), topic, state), args.messages
-        ), 5_000),
-    ]  # fmt: skip
-    if args.processes:
-        rate = ingest_processes(
-            settings_for(fresh_postgres(), topic, state), args.messages, args.processes
+
+    rates: dict[str, list[float]] = {}
+    for run in range(1, args.runs + 1):
+        measured = {"plain kafka-python consume": plain_consume(seed, args.messages)}
+        measured["ingest, SQLite"] = ingest(store("sqlite"), args.messages)[0]
+        measured["ingest, PostgreSQL"] = ingest(store("postgres"), args.messages)[0]
+        if args.processes:
+            for n in (1, args.processes):
+                name = f"{n} process{'es' if n > 1 else ''}, PostgreSQL"
+                measured[name] = ingest_processes(store("postgres"), args.messages, n)
+        plain = measured["plain kafka-python consume"]
+        print(
+            f"run {run}: "
+            + "; ".join(
+                f"{name} {rate:,.0f}/s ({rate / plain:.3f})" for name, rate in measured.items()
+            )
         )
-        rows.append((f"{args.processes} processes, PostgreSQL", rate, 0))
+        for name, rate in measured.items():
+            rates.setdefault(name, []).append(rate)
+    stages = {} if args.no_stages else {
+        "SQLite": ingest(store("sqlite"), args.messages, stages=True)[1],
+        "PostgreSQL": ingest(store("postgres"), args.messages, stages=True)[1],
+    }  # fmt: skip
     for name in databases:
         local_postgres.drop_database(server_url, name)
+    report(rates, stages, args.processes, args.runs)
 
-    print(f"\n{'':30}{'events/s':>10}{'vs plain':>10}   targets (events/s; ratio 0.25)")
-    print(f"{'plain kafka-python consume':30}{plain:10,.0f}{1:10.2f}")
-    for name, rate, target in rows:
-        ratio = rate / plain
-        verdict = (
-            f"{target:,}: {'met' if rate >= target else 'MISSED'}; "
-            f"0.25: {'met' if ratio >= 0.25 else 'MISSED'}"
-            if target
-            else "(scale-out, no target)"
+
+def report(
+    rates: dict[str, list[float]],
+    stages: dict[str, dict[str, float] | None],
+    processes: int,
+    runs: int,
+) -> None:
+    """Medians of the runs' rates and of each run's ratio to its own plain consume."""
+    plains = rates["plain kafka-python consume"]
+    print(f"\nmedians of {runs} runs, each over the same window of messages")
+    print(f"{'':30}{'events/s':>10}{'vs plain':>10}   target")
+    for name, values in rates.items():
+        ratio = statistics.median(v / p for v, p in zip(values, plains, strict=True))
+        if name.startswith("ingest"):
+            target = f">= 0.15: {'met' if ratio >= 0.15 else 'MISSED'} (stretch 0.2)"
+        else:
+            target = ""
+        print(f"{name:30}{statistics.median(values):10,.0f}{ratio:10.3f}   {target}")
+    if processes:
+        one, many = rates["1 process, PostgreSQL"], rates[f"{processes} processes, PostgreSQL"]
+        scale = statistics.median(m / o for m, o in zip(many, one, strict=True))
+        verdict = f"target >= 1.6: {'met' if scale >= 1.6 else 'MISSED'}" if processes == 2 else ""
+        print(f"{processes} processes / 1 process, PostgreSQL: {scale:.2f}x   {verdict}")
+    if stages:
+        print("\nµs per change by stage (an instrumented run; timers add ~1 µs per call)")
+        print(f"{'stage':10}" + "".join(f"{name:>12}" for name in stages))
+        for stage in STAGES:
+            cells = "".join(f"{(s or {}).get(stage, 0):12.1f}" for s in stages.values())
+            print(f"{stage:10}{cells}   {STAGES[stage]}")
+        totals = "".join(
+            f"{sum(v for k, v in (s or {}).items() if k != 'gc'):12.1f}" for s in stages.values()
         )
-        print(f"{name:30}{rate:10,.0f}{ratio:10.2f}   {verdict}")
+        print(f"{'total':10}{totals}")
 
 
 if __name__ == "__main__":

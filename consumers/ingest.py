@@ -27,6 +27,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from adapters.settings import Settings
+from consumers.collection import Collections
 from consumers.outage import Outage, describe
 from consumers.slice_writer import (
     DEAD_LETTER_CODES,
@@ -117,6 +118,7 @@ class Ingest:
         self.last_contact = time.monotonic()  # the broker last answered (records or a probe)
         self.spin_pause_s = 0.0
         self.stopping = threading.Event()
+        self.collections = Collections()
         # For /metrics and /readyz, read on another thread: replaced whole, never mutated.
         self.held: frozenset[TopicPartition] = frozenset()
         self.lag: dict[TopicPartition, int] = {}
@@ -137,7 +139,7 @@ class Ingest:
                     self._ingest(polled)
                     if polled:
                         self._note_lag()
-                    if polled:
+                        self.collections.after_poll()
                         last_activity = time.monotonic()
                     else:
                         self._idle()
@@ -180,6 +182,7 @@ class Ingest:
 
     def close(self) -> None:
         """Bounded: a broker that stopped answering must not hold the worker's exit."""
+        self.collections.close()
         self.writer.close()
         try:
             try:
