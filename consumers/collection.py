@@ -1,6 +1,6 @@
 """Cyclic garbage collection for the ingest loop, whose survivors are long-lived: the writer's
 cache of persons grows to hundreds of thousands of objects, and the collector scanned them again
-and again (20–26% of the ingest's time in the bench's stage table).
+and again (20 to 26% of the ingest's time in the bench's stage table).
 
 What survives a poll is frozen out of the collector's scans (`gc.freeze`: the objects move to
 the permanent generation; reference counting still frees them when the cache lets go). Every few
