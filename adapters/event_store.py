@@ -55,6 +55,24 @@ class FastJSONTranscoder(JSONTranscoder):
     _encoder = msgspec.json.Encoder()
     _decoder = msgspec.json.Decoder()
 
+    def encode(self, obj: Any) -> bytes:
+        if type(obj) is not dict:
+            return super().encode(obj)
+        tagged = {}
+        for name, value in obj.items():
+            kind = type(value)
+            if kind in _PLAIN:
+                tagged[name] = value
+            elif kind is UUID:  # the two tagged types every event has, without the lookup
+                tagged[name] = {"_type_": "uuid_hex", "_data_": value.hex}
+            elif kind is datetime:
+                tagged[name] = {"_type_": "datetime_iso", "_data_": value.isoformat()}
+            elif (transcoding := self.types.get(kind)) is not None:
+                tagged[name] = {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
+            else:  # nested, or a type JSONTranscoder refuses: let it decide
+                return super().encode(obj)
+        return self._encoder.encode(tagged)
+
     def decode(self, data: bytes) -> Any:
         try:
             decoded = self._decoder.decode(data)
