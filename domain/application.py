@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -29,10 +29,12 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
     Tracking,
+    Transcoder,
 )
 from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import get_topic
 
+from domain.first_change import first_change_events
 from domain.identity import aggregate_id, is_address, record_type
 from domain.input_gap import InputGap
 from domain.person import FORMER_TOPICS, Person, Provenance, Standing, address_state, standing
@@ -80,6 +82,8 @@ class ChangeBatch:
     look_up_recorded: bool = False
     # Stored events read for the batch in one query, projected when a change first needs them.
     unprojected: dict[UUID, Sequence[StoredEvent]] = field(default_factory=dict)
+    # New persons whose one change in the batch is stored without building them.
+    firsts: set[UUID] = field(default_factory=set)
 
 
 class ChangesFailed(Exception):
@@ -136,6 +140,8 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 "(set PROCESS_RECORDER_TOPIC to one of adapters.event_store's recorders)"
             )
         self.index: Index = self.recorder
+        # Stored as made, unless the mapper compresses or encrypts (then the library's path).
+        self._first_changes_direct = not (self.mapper.compressor or self.mapper.cipher)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -219,14 +225,19 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         carriers: set[tuple[str, str]] = set()
         failures: dict[int, Exception] = {}
         broken: set[UUID] = set()
+        firsts: list[StoredEvent] = []
         for index, change in fresh:
             person_id = aggregate_id(change.person_key)
             if person_id in broken:
                 continue  # tried again in the next attempt, on a person read afresh
             try:
-                person = self._person_for(batch, change.person_key)
-                new_link = _new_link(person, change)
-                _apply(person, change)
+                if person_id in batch.firsts:
+                    firsts.extend(_first_change(change, self.mapper.transcoder))
+                    new_link = True
+                else:
+                    person = self._person_for(batch, change.person_key)
+                    new_link = _new_link(person, change)
+                    _apply(person, change)
             except PersistenceError:
                 raise  # the store's trouble, not this change's
             except Exception as error:  # whatever the cause, it is this change that fails
@@ -249,7 +260,21 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             change_ids=[change.provenance.event_id for index, change in fresh],
             addresses=addresses,
             carriers=sorted(carriers),
+            first_changes=firsts,
         )
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Any]:
+        """Maps and inserts the events (with the new persons' first changes, stored as made),
+        and caches the persons; returns no recordings: nothing here reads them."""
+        kwargs = dict(processing_event.saved_kwargs)
+        stored = [self.mapper.to_stored_event(event) for event in processing_event.events]
+        stored.extend(kwargs.pop("first_changes", ()))
+        self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
+        cache = self.repository.cache
+        if cache is not None:
+            for person_id, person in processing_event.aggregates.items():
+                cache.put(person_id, person)
+        return []
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshots from the aggregates in hand (no re-read), when a batch crosses an interval.
@@ -346,7 +371,8 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         return self.recorder.max_tracking_id(source)
 
     def _load_persons(self, batch: ChangeBatch, changes: Sequence[Change]) -> None:
-        """Loads every person the batch touches in one read (cached ones from the cache)."""
+        """Loads every person the batch touches in one read (cached ones from the cache). A new
+        person with one change in the batch is left to `first_change_events`."""
         keys = {aggregate_id(change.person_key): change.person_key for change in changes}
         cache = self.repository.cache
         if cache is not None:
@@ -359,9 +385,12 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 batch.persons[person_id] = cached
                 del keys[person_id]
         stored = self.index.histories(list(keys)) if keys else {}
+        once = _touched_once(changes) if self._first_changes_direct else set()
         for person_id, key in keys.items():
             if person_id in stored:
                 batch.unprojected[person_id] = stored[person_id]
+            elif person_id in once:
+                batch.firsts.add(person_id)
             else:
                 batch.persons[person_id] = Person.register(key)
 
@@ -431,6 +460,25 @@ def _new_link(person: Person, change: Change) -> bool:
     if change.mailbox == change.person_key:
         return person.own == OptOut() and person.salesforce_id is None
     return change.mailbox not in person.mailboxes
+
+
+def _touched_once(changes: Sequence[Change]) -> set[UUID]:
+    """The persons exactly one of these changes touches."""
+    seen: set[UUID] = set()
+    again: set[UUID] = set()
+    for change in changes:
+        person_id = aggregate_id(change.person_key)
+        (again if person_id in seen else seen).add(person_id)
+    return seen - again
+
+
+def _first_change(change: Change, transcoder: Transcoder) -> tuple[StoredEvent, StoredEvent]:
+    refusal = refusal_of(change)
+    if refusal is not None:
+        raise ValueError(refusal)
+    return first_change_events(
+        replace(change, provenance=without_addresses(change.provenance)), transcoder
+    )
 
 
 def _apply(person: Person, change: Change) -> None:

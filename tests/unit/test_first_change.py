@@ -1,0 +1,135 @@
+"""A new person's first change, stored without building the person, stores exactly what the
+library's path (register, apply, map) stores: the same rows, byte for byte, on every kind of
+change and in batches that mix new, known and repeated persons."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from eventsourcing import domain as es_domain
+from eventsourcing.persistence import Tracking
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.event_store import ADDRESSES, CARRIERS, CHANGE_IDS, environment
+from domain.application import Change, ChangeKind, ChangeRecorder
+from domain.identity import AddressKeys
+from domain.person import Provenance
+
+RECORDED = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+KEYS = AddressKeys(b"k" * 32)
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every event's recorded time, on both paths (the clock, not the code under test)."""
+    monkeypatch.setattr(
+        es_domain.CanCreateTimestamp, "create_timestamp", staticmethod(lambda: RECORDED)
+    )
+    yield
+
+
+def recorder(path: Path, direct: bool) -> ChangeRecorder:
+    store = ChangeRecorder(env=environment(f"sqlite:///{path}", create_table=True, writer=True))
+    store._first_changes_direct = direct
+    return store
+
+
+def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as db:
+        return {
+            "events": db.execute(
+                "SELECT originator_id, originator_version, topic, state FROM stored_events "
+                "ORDER BY originator_id, originator_version"
+            ).fetchall(),
+            "tracking": db.execute("SELECT * FROM tracking ORDER BY 1, 2").fetchall(),
+            **{
+                table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                for table in (CHANGE_IDS, CARRIERS, ADDRESSES)
+            },
+        }
+
+
+def make_change(
+    kind: ChangeKind, person: int, email: int | None, actor: str, past_s: int
+) -> Change:
+    key = f"person:p{person}" if person >= 0 else None
+    address = f"a{email}@example.com" if email is not None else None
+    mailbox = KEYS.key_of(address) if address else None
+    removal = kind is ChangeKind.UNSUBSCRIBE_REMOVED
+    provenance = Provenance(
+        uuid.uuid4(),
+        "marketing" if actor == "recipient" else "sales",
+        "user" if removal else actor,
+        "admin" if removal else f"{actor}@example.com",  # an address-like id is scrubbed
+        "Ann <ann@example.com>",
+        "manual",
+        RECORDED - timedelta(seconds=past_s),
+        "asked by ann@example.com" if removal or past_s % 2 else None,
+    )
+    salesforce_id = (
+        "0038d00000ABCDEAAA" if kind is ChangeKind.PERSON_LINKED or past_s % 3 == 0 else None
+    )
+    return Change(kind, key or mailbox or "", provenance, mailbox, address, salesforce_id)
+
+
+changes = st.builds(
+    make_change,
+    st.sampled_from(list(ChangeKind)),
+    st.integers(-1, 5),
+    st.none() | st.integers(0, 3),
+    st.sampled_from(["recipient", "user"]),
+    st.integers(0, 10**6),
+).filter(lambda c: c.person_key != "")
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(st.lists(changes, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_first_changes_store_what_the_library_path_stores(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[Change]]
+) -> None:
+    here = tmp_path_factory.mktemp("paths")
+    stores = {direct: recorder(here / f"{direct}.sqlite", direct) for direct in (False, True)}
+    for offset, batch in enumerate(batches):
+        for store in stores.values():
+            store.record(batch, Tracking("changes:0", offset))
+    for store in stores.values():
+        store.close()
+    assert rows(here / "True.sqlite") == rows(here / "False.sqlite")
+
+
+@pytest.mark.parametrize("kind", list(ChangeKind))
+def test_each_kind_for_a_new_person_takes_the_direct_path(tmp_path: Path, kind: ChangeKind) -> None:
+    change = make_change(kind, 1, 2, "recipient", 3)
+    paths = {direct: tmp_path / f"{direct}.sqlite" for direct in (False, True)}
+    for direct, path in paths.items():
+        store = recorder(path, direct)
+        batch = store.record([change], Tracking("changes:0", 0))
+        assert batch.recorded == 1
+        assert bool(batch.persons) is not direct  # the direct path built no person
+        store.close()
+    assert rows(paths[True]) == rows(paths[False])
+    assert len(rows(paths[True])["events"]) == 2
+    store = recorder(paths[True], True)
+    person = store.person(change.person_key)
+    assert person is not None and person.version == 2  # it loads like any other person
+    store.close()
+
+
+def test_a_future_time_is_capped_at_the_moment_recorded(tmp_path: Path) -> None:
+    change = make_change(ChangeKind.UNSUBSCRIBED, 1, None, "recipient", 0)
+    future = Provenance(
+        *[*vars(change.provenance).values()][:6], datetime(2099, 1, 1, tzinfo=UTC), None
+    )
+    store = recorder(tmp_path / "s.sqlite", True)
+    store.record([Change(change.kind, change.person_key, future)], Tracking("changes:0", 0))
+    event = list(store.history(change.person_key))[-1]
+    assert event.occurred_at <= datetime.now(UTC)
+    store.close()
