@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -28,12 +28,11 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
     Tracking,
-    Transcoder,
 )
 from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import get_topic
 
-from domain.first_change import first_change_events
+from domain.first_change import FirstChanges
 from domain.identity import aggregate_id, is_address, record_type
 from domain.input_gap import InputGap
 from domain.person import FORMER_TOPICS, Person, Provenance, Standing, address_state, standing
@@ -141,6 +140,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         self.index: Index = self.recorder
         # Stored as made, unless the mapper compresses or encrypts (then the library's path).
         self._first_changes_direct = not (self.mapper.compressor or self.mapper.cipher)
+        self._firsts = FirstChanges(self.mapper.transcoder)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -231,7 +231,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 continue  # tried again in the next attempt, on a person read afresh
             try:
                 if person_id in batch.firsts:
-                    firsts.extend(_first_change(change, self.mapper.transcoder))
+                    firsts.extend(self._first_change(change))
                     new_link = True
                 else:
                     person = self._person_for(batch, change.person_key)
@@ -274,6 +274,12 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             for person_id, person in processing_event.aggregates.items():
                 cache.put(person_id, person)
         return []
+
+    def _first_change(self, change: Change) -> tuple[StoredEvent, StoredEvent]:
+        refusal = refusal_of(change)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return self._firsts.events(change, without_addresses(change.provenance))
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshots from the aggregates in hand (no re-read), when a batch crosses an interval.
@@ -478,15 +484,6 @@ def _touched_once(changes: Sequence[Change]) -> set[UUID]:
         person_id = aggregate_id(change.person_key)
         (again if person_id in seen else seen).add(person_id)
     return seen - again
-
-
-def _first_change(change: Change, transcoder: Transcoder) -> tuple[StoredEvent, StoredEvent]:
-    refusal = refusal_of(change)
-    if refusal is not None:
-        raise ValueError(refusal)
-    return first_change_events(
-        replace(change, provenance=without_addresses(change.provenance)), transcoder
-    )
 
 
 def _apply(person: Person, change: Change) -> None:

@@ -10,8 +10,11 @@ paths byte for byte on every kind of change.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from uuid import UUID
 
+import msgspec
 from eventsourcing.persistence import StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
@@ -33,32 +36,75 @@ assert all(
 )
 
 
-def first_change_events(change: Any, transcoder: Transcoder) -> tuple[StoredEvent, StoredEvent]:
-    """The two stored events of a new person's first change (`change`: a
-    `domain.application.Change` the domain accepts; its provenance already free of addresses)."""
-    provenance = change.provenance
-    person_id = aggregate_id(change.person_key)
-    now = Person.Registered.create_timestamp()
-    registered = {"timestamp": now, "originator_topic": _PERSON, "key": change.person_key}
-    state: dict[str, Any] = {
-        "timestamp": now,
-        "event_id": provenance.event_id,
-        "source": provenance.source,
-        "actor_kind": provenance.actor_kind,
-        "actor_id": provenance.actor_id,
-        "actor_name": provenance.actor_name,
-        "channel": provenance.channel,
-        # Never after the moment it is recorded (as Person's commands do).
-        "occurred_at": min(provenance.occurred_at, now),
-        "reason": provenance.reason,
-        "mailbox": change.mailbox,
-    }
-    if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
-        state["salesforce_id"] = change.salesforce_id
-    if change.kind is ChangeKind.PERSON_LINKED:
-        state["previous_salesforce_id"] = None  # a new person was linked to nothing
-    state["class_version"] = _CHANGED_VERSION
-    return (
-        StoredEvent(person_id, 1, _REGISTERED, transcoder.encode(registered)),
-        StoredEvent(person_id, 2, _TOPICS[change.kind], transcoder.encode(state)),
-    )
+class FirstChanges:
+    """Makes the stored events of new persons' first changes, in the transcoder's format.
+
+    Where the transcoder writes eventsourcing's JSON format (UUIDs and datetimes tagged as its
+    JSONTranscoder tags them: checked on a probe at construction), the tagged state is written
+    straight by msgspec; otherwise each state goes through the transcoder.
+    """
+
+    def __init__(self, transcoder: Transcoder) -> None:
+        self.transcoder = transcoder
+        probe = {"timestamp": _PROBE_TIME, "event_id": _PROBE_ID, "key": "k", "n": None}
+        try:
+            self.direct = transcoder.encode(probe) == _ENCODE(_tagged(probe))
+        except Exception:  # it cannot encode the probe's types by itself: the events decide
+            self.direct = False
+
+    def events(self, change: Any, provenance: Any) -> tuple[StoredEvent, StoredEvent]:
+        """The two stored events of a new person's first change (`change`: a
+        `domain.application.Change` the domain accepts; `provenance`: its provenance, free of
+        addresses)."""
+        person_id = aggregate_id(change.person_key)
+        now = Person.Registered.create_timestamp()
+        registered = {"timestamp": now, "originator_topic": _PERSON, "key": change.person_key}
+        state: dict[str, Any] = {
+            "timestamp": now,
+            "event_id": provenance.event_id,
+            "source": provenance.source,
+            "actor_kind": provenance.actor_kind,
+            "actor_id": provenance.actor_id,
+            "actor_name": provenance.actor_name,
+            "channel": provenance.channel,
+            # Never after the moment it is recorded (as Person's commands do).
+            "occurred_at": min(provenance.occurred_at, now),
+            "reason": provenance.reason,
+            "mailbox": change.mailbox,
+        }
+        if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
+            state["salesforce_id"] = change.salesforce_id
+        if change.kind is ChangeKind.PERSON_LINKED:
+            state["previous_salesforce_id"] = None  # a new person was linked to nothing
+        state["class_version"] = _CHANGED_VERSION
+        if self.direct:
+            stamp = {"_type_": "datetime_iso", "_data_": now.isoformat()}
+            registered["timestamp"] = state["timestamp"] = stamp
+            state["event_id"] = {"_type_": "uuid_hex", "_data_": provenance.event_id.hex}
+            occurred = state["occurred_at"]
+            state["occurred_at"] = (
+                stamp
+                if occurred is now
+                else {"_type_": "datetime_iso", "_data_": occurred.isoformat()}
+            )
+            encode = _ENCODE
+        else:
+            encode = self.transcoder.encode
+        return (
+            StoredEvent(person_id, 1, _REGISTERED, encode(registered)),
+            StoredEvent(person_id, 2, _TOPICS[change.kind], encode(state)),
+        )
+
+
+_ENCODE = msgspec.json.Encoder().encode
+_PROBE_TIME = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-3)))
+_PROBE_ID = UUID(int=12345)
+
+
+def _tagged(state: dict[str, Any]) -> dict[str, Any]:
+    tags = {datetime: ("datetime_iso", datetime.isoformat), UUID: ("uuid_hex", lambda u: u.hex)}
+    tagged = {}
+    for name, value in state.items():
+        tag = tags.get(type(value))
+        tagged[name] = value if tag is None else {"_type_": tag[0], "_data_": tag[1](value)}
+    return tagged

@@ -118,6 +118,7 @@ def test_each_kind_for_a_new_person_takes_the_direct_path(tmp_path: Path, kind: 
     assert rows(paths[True]) == rows(paths[False])
     assert len(rows(paths[True])["events"]) == 2
     store = recorder(paths[True], True)
+    assert store._firsts.direct  # the store's transcoder writes the library's JSON: straight
     person = store.person(change.person_key)
     assert person is not None and person.version == 2  # it loads like any other person
     store.close()
@@ -133,3 +134,22 @@ def test_a_future_time_is_capped_at_the_moment_recorded(tmp_path: Path) -> None:
     event = list(store.history(change.person_key))[-1]
     assert event.occurred_at <= datetime.now(UTC)
     store.close()
+
+
+def test_a_transcoder_of_another_format_is_used_as_it_is() -> None:
+    from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
+
+    from domain.first_change import FirstChanges
+
+    class Shouting(JSONTranscoder):
+        def encode(self, obj: object) -> bytes:
+            return super().encode(obj).upper()
+
+    shouting = Shouting()
+    shouting.register(UUIDAsHex())
+    shouting.register(DatetimeAsISO())
+    firsts = FirstChanges(shouting)
+    assert not firsts.direct
+    change = make_change(ChangeKind.UNSUBSCRIBED, 1, 2, "recipient", 3)
+    registered, _ = firsts.events(change, change.provenance)
+    assert registered.state == registered.state.upper() and b"PERSON:P1" in registered.state
