@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+import msgspec
 from eventsourcing.application import (
     AggregateNotFoundError,
     ProcessingEvent,
@@ -54,8 +55,7 @@ SNAPSHOT_EVERY = 100  # events: a person with 10,000 changes loads like one with
 _ADDRESS_LIKE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(msgspec.Struct, frozen=True):
     """One requested change, in the domain's words. `person_key` is `person:<id>`, or the
     address key when the change names only an email; `mailbox` is the key of the address it
     names, `email` that address in clear (kept only in the erasable index)."""

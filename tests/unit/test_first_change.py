@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from eventsourcing import domain as es_domain
 from eventsourcing.persistence import Tracking
@@ -126,8 +127,8 @@ def test_each_kind_for_a_new_person_takes_the_direct_path(tmp_path: Path, kind: 
 
 def test_a_future_time_is_capped_at_the_moment_recorded(tmp_path: Path) -> None:
     change = make_change(ChangeKind.UNSUBSCRIBED, 1, None, "recipient", 0)
-    future = Provenance(
-        *[*vars(change.provenance).values()][:6], datetime(2099, 1, 1, tzinfo=UTC), None
+    future = msgspec.structs.replace(
+        change.provenance, occurred_at=datetime(2099, 1, 1, tzinfo=UTC), reason=None
     )
     store = recorder(tmp_path / "s.sqlite", True)
     store.record([Change(change.kind, change.person_key, future)], Tracking("changes:0", 0))
