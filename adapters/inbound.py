@@ -180,6 +180,7 @@ DEFAULT_MAX_SKEW: Final = timedelta(minutes=5)
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _WIRE_FORMS = msgspec.json.Decoder(_WireForms)
 _DECODERS: Final[dict[int, msgspec.json.Decoder[ChangeV1]]] = {1: msgspec.json.Decoder(ChangeV1)}
+_V1 = _DECODERS[1]
 _ENCODER = msgspec.json.Encoder()
 # The closed sets by JSON path, so a refusal can list what is allowed without echoing the value.
 _CHOICES: Final[dict[str, tuple[object, ...]]] = {
@@ -236,6 +237,24 @@ def decode(
             "invalid_utf8", f"$: the value is not UTF-8 (bad byte at offset {error.start})"
         ) from None
     try:
+        change = _V1.decode(value)  # nearly every message: one full parse, not two
+        _WIRE_FORMS.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        change = _decoded(value)  # the careful way, which names the first fault
+    change = _checked(change)
+    ahead = change.occurred_at - (now or datetime.now(UTC))
+    if ahead > max_skew:
+        raise ContractError(
+            "future_timestamp",
+            f"$.occurred_at: more than {max_skew.total_seconds():g} seconds in the future "
+            "(the allowed clock skew)",
+        )
+    return change
+
+
+def _decoded(value: bytes | bytearray | memoryview) -> ChangeV1:
+    """The slow path: the envelope first, so a message of another version says so."""
+    try:
         version = _ENVELOPE.decode(value).schema_version
         decoder = _DECODERS.get(version)
         if decoder is None:
@@ -252,14 +271,6 @@ def decode(
         raise from_decode_error(error) from None
     except RecursionError:
         raise ContractError("too_deep", "$: the JSON is nested too deeply") from None
-    change = _checked(change)
-    ahead = change.occurred_at - (now or datetime.now(UTC))
-    if ahead > max_skew:
-        raise ContractError(
-            "future_timestamp",
-            f"$.occurred_at: more than {max_skew.total_seconds():g} seconds in the future "
-            "(the allowed clock skew)",
-        )
     return change
 
 
