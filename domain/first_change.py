@@ -19,7 +19,7 @@ from eventsourcing.persistence import StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from domain.identity import aggregate_id
-from domain.person import Person
+from domain.person import Person, change_fields
 from domain.rule import ChangeKind
 
 _PERSON = get_topic(Person)
@@ -59,19 +59,7 @@ class FirstChanges:
         person_id = aggregate_id(change.person_key)
         now = Person.Registered.create_timestamp()
         registered = {"timestamp": now, "originator_topic": _PERSON, "key": change.person_key}
-        state: dict[str, Any] = {
-            "timestamp": now,
-            "event_id": provenance.event_id,
-            "source": provenance.source,
-            "actor_kind": provenance.actor_kind,
-            "actor_id": provenance.actor_id,
-            "actor_name": provenance.actor_name,
-            "channel": provenance.channel,
-            # Never after the moment it is recorded (as Person's commands do).
-            "occurred_at": min(provenance.occurred_at, now),
-            "reason": provenance.reason,
-            "mailbox": change.mailbox,
-        }
+        state = {"timestamp": now, **change_fields(provenance, change.mailbox, now)}
         if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
             state["salesforce_id"] = change.salesforce_id
         if change.kind is ChangeKind.PERSON_LINKED:

@@ -217,13 +217,13 @@ class Person(Aggregate):
         if salesforce_id is not None:
             record_type(salesforce_id)
         self.trigger_event(
-            self.Unsubscribed, **_fields(provenance, mailbox), salesforce_id=salesforce_id
+            self.Unsubscribed, **change_fields(provenance, mailbox), salesforce_id=salesforce_id
         )
 
     def remove_unsubscribe(self, provenance: Provenance, *, mailbox: str | None = None) -> None:
         if provenance.actor_kind != "user" or not provenance.actor_id or not provenance.reason:
             raise ValueError("removing an unsubscribe needs a named user and a reason")
-        self.trigger_event(self.UnsubscribeRemoved, **_fields(provenance, mailbox))
+        self.trigger_event(self.UnsubscribeRemoved, **change_fields(provenance, mailbox))
 
     def link(
         self, provenance: Provenance, salesforce_id: str, *, mailbox: str | None = None
@@ -231,7 +231,7 @@ class Person(Aggregate):
         record_type(salesforce_id)
         self.trigger_event(
             self.PersonLinked,
-            **_fields(provenance, mailbox),
+            **change_fields(provenance, mailbox),
             salesforce_id=salesforce_id,
             previous_salesforce_id=self.salesforce_id,
         )
@@ -293,7 +293,11 @@ for _former, _event_class in FORMER_TOPICS.items():
     register_topic(_former, _event_class)
 
 
-def _fields(provenance: Provenance, mailbox: str | None) -> dict[str, Any]:
+def change_fields(
+    provenance: Provenance, mailbox: str | None, recorded_at: datetime | None = None
+) -> dict[str, Any]:
+    """The fields of a recorded change, in their stored order; its time never after the moment
+    it is recorded (now, unless given)."""
     return {
         "event_id": provenance.event_id,
         "source": provenance.source,
@@ -301,7 +305,7 @@ def _fields(provenance: Provenance, mailbox: str | None) -> dict[str, Any]:
         "actor_id": provenance.actor_id,
         "actor_name": provenance.actor_name,
         "channel": provenance.channel,
-        "occurred_at": min(provenance.occurred_at, datetime.now(UTC)),
+        "occurred_at": min(provenance.occurred_at, recorded_at or datetime.now(UTC)),
         "reason": provenance.reason,
         "mailbox": mailbox,
     }

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.event_store import ADDRESSES, CARRIERS, CHANGE_IDS, environment
-from domain.application import Change, ChangeKind, ChangeRecorder
+from domain.application import Change, ChangeKind, ChangeRecorder, ChangesFailed
 from domain.identity import AddressKeys
 from domain.person import Provenance
 
@@ -154,3 +154,24 @@ def test_a_transcoder_of_another_format_is_used_as_it_is() -> None:
     change = make_change(ChangeKind.UNSUBSCRIBED, 1, 2, "recipient", 3)
     registered, _ = firsts.events(change, change.provenance)
     assert registered.state == registered.state.upper() and b"PERSON:P1" in registered.state
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_change_the_domain_refuses_fails_alike_on_both_paths(
+    tmp_path: Path, direct: bool
+) -> None:
+    good = make_change(ChangeKind.UNSUBSCRIBED, 1, 2, "recipient", 3)
+    unnamed = msgspec.structs.replace(
+        make_change(ChangeKind.UNSUBSCRIBE_REMOVED, 2, None, "user", 3),
+        provenance=msgspec.structs.replace(good.provenance, event_id=uuid.uuid4(), actor_id=None),
+    )
+    unlinked = msgspec.structs.replace(
+        make_change(ChangeKind.PERSON_LINKED, 3, None, "user", 3), salesforce_id=None
+    )
+    store = recorder(tmp_path / "s.sqlite", direct)
+    with pytest.raises(ChangesFailed) as failed:
+        store.record([good, unnamed, unlinked], Tracking("changes:0", 0))
+    assert set(failed.value.failures) == {1, 2}
+    assert all(isinstance(e, ValueError) for e in failed.value.failures.values())
+    store.close()
+    assert rows(tmp_path / "s.sqlite")["events"] == []
