@@ -496,17 +496,33 @@ class PostgresStore(PostgresProcessRecorder):
             for row in curs.fetchall():
                 after[row["originator_id"]] = row["originator_version"]
                 found[row["originator_id"]] = [_stored(row)]
-            curs.execute(
-                SQL(
-                    "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {} e "
-                    "JOIN unnest(%s::uuid[], %s::bigint[]) AS b(id, v) "
-                    "ON e.originator_id = b.id AND e.originator_version > b.v "
-                    "ORDER BY e.originator_id, e.originator_version"
-                ).format(self._table(self.events_table_name)),
-                [list(after), list(after.values())],
-            )
-            for row in curs.fetchall():
-                found.setdefault(row["originator_id"], []).append(_stored(row))
+            # Persons without a snapshot (most): every event, by the primary key. (A join with
+            # an unnest of the ids was planned as a merge join over the whole index: a read
+            # that grew with the log, 37 ms a batch at 55,000 events.)
+            whole = [person_id for person_id, version in after.items() if version == 0]
+            if whole:
+                curs.execute(
+                    SQL(
+                        "SELECT originator_id, originator_version, topic, state FROM {} "
+                        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+                    ).format(self._table(self.events_table_name)),
+                    [whole],
+                )
+                for row in curs.fetchall():
+                    found.setdefault(row["originator_id"], []).append(_stored(row))
+            for person_id, version in after.items():
+                if version == 0:
+                    continue
+                curs.execute(
+                    SQL(
+                        "SELECT originator_id, originator_version, topic, state FROM {} "
+                        "WHERE originator_id = %s AND originator_version > %s "
+                        "ORDER BY originator_version"
+                    ).format(self._table(self.events_table_name)),
+                    [person_id, version],
+                )
+                for row in curs.fetchall():
+                    found.setdefault(row["originator_id"], []).append(_stored(row))
         return found
 
     def address(self, mailbox: str) -> str | None:
