@@ -419,7 +419,8 @@ class PostgresStore(PostgresProcessRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         """The library's transaction, in its order (tracking fence, index rows, the table's lock,
-        NOTIFY, the events, the chain link), with the events sent by binary COPY. psycopg's errors
+        NOTIFY, the events, the chain link), with the events sent by binary COPY and the chain's
+        digests computed before the lock is taken (only the link's head is computed under it). psycopg's errors
         become eventsourcing's as in the library (`datastore.get_connection`): a duplicate
         `(originator_id, originator_version)` or change id is an IntegrityError, nothing written.
 
@@ -431,9 +432,10 @@ class PostgresStore(PostgresProcessRecorder):
             return super().insert_events(stored_events, **kwargs)
         with self.datastore.get_connection() as conn:
             # Built before the transaction begins: nothing of it while the table is locked.
-            payload = (
-                pg_copy.events_payload(stored_events, conn.info.encoding) if stored_events else None
-            )
+            payload, digests = None, b""
+            if stored_events:
+                payload = pg_copy.events_payload(stored_events, conn.info.encoding)
+                digests = b"".join(map(log_chain.event_digest, stored_events))
             with conn.transaction():
                 with conn.pipeline(), conn.cursor() as curs:
                     self._insert_events(curs, stored_events, **kwargs)
@@ -442,8 +444,15 @@ class PostgresStore(PostgresProcessRecorder):
                         self._notify_channel(curs)
                 if payload is not None:  # COPY cannot run in a pipeline
                     with conn.cursor() as curs:
+                        # Ids in row order: nextval per row as COPY reads it, under the lock.
                         pg_copy.copy(curs, self._copy_events, payload)
-                        self._append_link(curs, len(stored_events))
+                        log_chain.postgres_append_digests(
+                            curs,
+                            self._table(log_chain.CHAIN),
+                            self._events_name,
+                            len(stored_events),
+                            digests,
+                        )
         return None
 
     def _append_link(self, curs: psycopg.Cursor[Any], count: int) -> None:
