@@ -31,7 +31,6 @@ _TRAILER = struct.pack(">h", -1)
 # Field count, the uuid's length and bytes, the version's length and value, the topic's length.
 _EVENT_HEAD = struct.Struct(">hi16siqi")
 _LENGTH = struct.Struct(">i")
-_UUID_ROW = struct.Struct(">hi16s")  # a one-column row of a uuid
 
 
 def copy_statement(table: Composable, columns: str) -> Composable:
@@ -54,12 +53,6 @@ def events_payload(stored_events: Iterable[StoredEvent], encoding: str) -> bytes
         append(state)
     append(_TRAILER)
     return b"".join(parts)
-
-
-def uuids_payload(ids: Iterable[UUID]) -> bytes:
-    """The binary COPY data of a one-column table of uuids."""
-    row = _UUID_ROW.pack
-    return b"".join([_HEADER, *(row(1, 16, i.bytes) for i in ids), _TRAILER])
 
 
 def copy(curs: Any, statement: Composable, payload: bytes) -> None:
