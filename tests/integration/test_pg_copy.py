@@ -62,6 +62,21 @@ class CapturingLibraryStore(LibraryPathStore):
             raise
 
 
+class CapturingCopyStore(PostgresStore):
+    """The COPY path, keeping each call and whether it was refused."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        call = Call(list(stored_events), dict(kwargs))
+        CALLS.append(call)
+        try:
+            return super().insert_events(stored_events, **kwargs)
+        except IntegrityError:
+            call.refused = True
+            raise
+
+
 def recorder_at(url: str, store: type[PostgresStore] = PostgresStore) -> ChangeRecorder:
     env = environment(url, create_table=True, writer=True)
     env["PROCESS_RECORDER_TOPIC"] = f"{store.__module__}:{store.__qualname__}"
@@ -267,3 +282,26 @@ def test_a_refused_copy_writes_nothing_and_a_stored_one_is_notified(
 
 def before_ids(log: ChangeRecorder) -> list[uuid.UUID]:
     return [row[0] for row in rows(log)["change ids"]]
+
+
+def test_a_stale_writer_is_refused_by_copy_and_records_again_on_a_fresh_read(
+    fresh_postgres_url: str,
+) -> None:
+    """Two writers of one person (a partition moved): the one whose cached person is behind
+    is refused (eventsourcing's IntegrityError, from COPY's unique violation), writes nothing,
+    and ChangeRecorder.record applies the change again on the person read afresh."""
+    stale, other = (
+        recorder_at(fresh_postgres_url, CapturingCopyStore),
+        recorder_at(fresh_postgres_url),
+    )
+    stale.record([change("person:ada", email="ada@example.com")], Tracking("inbound:0", 1))
+    other.record([change("person:ada", at=AT + timedelta(hours=1))], Tracking("inbound:1", 1))
+    CALLS.clear()
+    stale.record([change("person:ada", at=AT + timedelta(hours=2))], Tracking("inbound:0", 2))
+
+    assert [call.refused for call in CALLS] == [True, False]  # refused, then written
+    assert [e.originator_version for e in CALLS[0].stored_events] == [3]  # the stale version
+    assert [e.originator_version for e in CALLS[1].stored_events] == [4]
+    history = stale.recorder.select_events(aggregate_id("person:ada"))
+    assert [e.originator_version for e in history] == [1, 2, 3, 4]
+    assert stale.positions(["inbound:0", "inbound:1"]) == {"inbound:0": 2, "inbound:1": 1}
