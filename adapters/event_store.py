@@ -420,9 +420,10 @@ class PostgresStore(PostgresProcessRecorder):
     ) -> Sequence[int] | None:
         """The library's transaction, in its order (tracking fence, index rows, the table's lock,
         NOTIFY, the events, the chain link), with the events sent by binary COPY and the chain's
-        digests computed before the lock is taken (only the link's head is computed under it). psycopg's errors
-        become eventsourcing's as in the library (`datastore.get_connection`): a duplicate
-        `(originator_id, originator_version)` or change id is an IntegrityError, nothing written.
+        digests computed before the lock is taken (only the link's head is computed under it).
+        psycopg's errors become eventsourcing's as in the library (`datastore.get_connection`): a
+        duplicate `(originator_id, originator_version)` or change id is an IntegrityError, and
+        nothing is written.
 
         Returns no notification ids: nothing here reads them (ChangeRecorder is no Leader, and
         `process_event` drops its recordings), and the library's would cost a Recording and a
