@@ -56,6 +56,16 @@ POSTGRES_APPEND = (
     "FROM {events}, last WHERE notification_id BETWEEN last.id - %s + 1 AND last.id) r"
 )
 
+# The same row from digests the writer computed before taking the lock (`event_digest`, in the
+# order its COPY gave the rows their ids): only the head is computed under the lock.
+POSTGRES_APPEND_DIGESTS = (
+    "WITH last AS (SELECT currval(pg_get_serial_sequence(%(events)s, 'notification_id')) AS id) "
+    "INSERT INTO {chain} (first_id, last_id, digests, head) "
+    "SELECT last.id - %(count)s + 1, last.id, %(digests)s, sha256(coalesce("
+    "(SELECT head FROM {chain} ORDER BY seq DESC LIMIT 1), decode(repeat('00', 32), 'hex')) "
+    "|| int8send(last.id - %(count)s + 1) || %(digests)s) FROM last"
+)
+
 
 @dataclass(frozen=True)
 class ChainRow:
@@ -215,6 +225,17 @@ def postgres_append(curs: Any, chain: Any, events: Any, events_name: str, count:
     """Adds the chain row of the `count` events just inserted (same transaction, after them)."""
     curs.execute(
         SQL(POSTGRES_APPEND).format(chain=chain, events=events), [events_name, count], prepare=True
+    )
+
+
+def postgres_append_digests(
+    curs: Any, chain: Any, events_name: str, count: int, digests: bytes
+) -> None:
+    """Adds the chain row of the `count` events just inserted, from their digests in id order."""
+    curs.execute(
+        SQL(POSTGRES_APPEND_DIGESTS).format(chain=chain),
+        {"events": events_name, "count": count, "digests": digests},
+        prepare=True,
     )
 
 
