@@ -130,5 +130,19 @@ def is_address(key: str) -> bool:
 
 @lru_cache(maxsize=65536)
 def aggregate_id(key: str) -> uuid.UUID:
-    """The event-store id of a person or address, from its key (never from a clear email)."""
-    return uuid.uuid5(PERSON_NAMESPACE, key)
+    """The event-store id of a person or address, from its key (never from a clear email):
+    `uuid.uuid5(PERSON_NAMESPACE, key)`, made without UUID's checking constructor (most keys
+    the ingest sees are new; tests/unit/test_person.py checks it against uuid5)."""
+    digest = hashlib.sha1(_NAMESPACE_BYTES + key.encode(), usedforsecurity=False).digest()
+    value = (int.from_bytes(digest[:16]) & _CLEAR_VERSION_AND_VARIANT) | _VERSION_5_RFC_4122
+    made = _new_uuid(uuid.UUID)
+    _set(made, "int", value)
+    _set(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
+
+
+_NAMESPACE_BYTES = PERSON_NAMESPACE.bytes
+_CLEAR_VERSION_AND_VARIANT = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_VERSION_5_RFC_4122 = (5 << 76) | (0x8000 << 48)
+_new_uuid = object.__new__
+_set = object.__setattr__

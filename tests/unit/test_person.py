@@ -6,8 +6,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.identity import (
+    PERSON_NAMESPACE,
     AddressKeys,
     InvalidSalesforceId,
     aggregate_id,
@@ -216,3 +219,12 @@ def test_a_removal_makes_a_later_unsubscribe_owed_again() -> None:
     _accepted(person)
     person.remove_unsubscribe(removal(T0 + timedelta(hours=1)))
     assert person.accepted_record is None and not person.opted_out
+
+
+@given(key=st.text())
+def test_aggregate_ids_are_uuid5_of_the_key(key: str) -> None:
+    made = aggregate_id(key)
+    expected = uuid.uuid5(PERSON_NAMESPACE, key)
+    assert made == expected and made.version == 5 and made.variant == uuid.RFC_4122
+    assert hash(made) == hash(expected) and str(made) == str(expected)
+    assert made.bytes == expected.bytes and made.is_safe == expected.is_safe
