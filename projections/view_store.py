@@ -98,7 +98,7 @@ class _SQLStore:
     def _table_names(self, prefix: str) -> tuple[str, Row]:
         raise NotImplementedError
 
-    def create(self, model: ReadModel, generation: int) -> None:
+    def create(self, model: ReadModel, generation: int, *, indexed: bool = True) -> None:
         with self._transaction(write=True) as cursor:
             self._ensure_live_table(cursor)
             for table in model.tables:
@@ -111,11 +111,28 @@ class _SQLStore:
                     f"CREATE TABLE IF NOT EXISTS {name} ({columns}, "
                     f"PRIMARY KEY ({', '.join(table.key)}))"
                 )
-                for number, indexed in enumerate(table.indexes):
-                    cursor.execute(
-                        f"CREATE INDEX IF NOT EXISTS {name}_i{number} ON {name} "
-                        f"({', '.join(indexed)})"
-                    )
+                self._index(
+                    cursor, table, generation, only=None if indexed else table.write_indexes
+                )
+
+    def index(self, model: ReadModel, generation: int) -> None:
+        with self._transaction(write=True) as cursor:
+            for table in model.tables:
+                self._index(cursor, table, generation)
+
+    def _index(
+        self,
+        cursor: Any,
+        table: Table,
+        generation: int,
+        only: tuple[tuple[str, ...], ...] | None = None,
+    ) -> None:
+        name = physical(table, generation)
+        for number, columns in enumerate(table.indexes):
+            if only is None or columns in only:
+                cursor.execute(
+                    f"CREATE INDEX IF NOT EXISTS {name}_i{number} ON {name} ({', '.join(columns)})"
+                )
 
     def drop(self, model: ReadModel, generation: int) -> None:
         with self._transaction(write=True) as cursor:

@@ -1,0 +1,245 @@
+"""What the read models know of a stored event: a small struct of the few fields they use (a
+*fact*), read straight from the stored state by msgspec, without building a domain event.
+
+The one place that reads the stored format for the read models. Each stored topic (current names
+and the names events had before a rename, `domain.person.FORMER_TOPICS`) has a reader in
+`READERS`; a reader decodes the state into its fact (the upcasts of `domain.person` applied: a
+version-1 change names no mailbox, and its clear `email` is never read) and may give more than one
+fact for one stored event. A topic without a reader, or a state msgspec refuses, goes through the
+domain-event path (`facts_of_event` of eventsourcing's mapper's event), which gives the same facts:
+`tests/integration/test_fast_decode.py` builds every read model both ways and compares the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.utils import get_topic
+
+from domain.person import FORMER_TOPICS, Person
+from domain.rule import Mark
+from projections.views import StoredRow
+
+
+class Stamp(msgspec.Struct, frozen=True, gc=False):
+    """A stored time: eventsourcing tags it (`{"_type_": "datetime_iso", "_data_": ...}`)."""
+
+    at: datetime = msgspec.field(name="_data_")
+
+
+class StoredId(msgspec.Struct, frozen=True, gc=False):
+    """A stored UUID, tagged as `uuid_hex`."""
+
+    id: UUID = msgspec.field(name="_data_")
+
+
+class Fact(msgspec.Struct, kw_only=True, gc=False):
+    """Of every stored event: whose (the aggregate id as hex), its version, when recorded."""
+
+    person_id: str = ""
+    version: int = 0
+    stamp: Stamp = msgspec.field(name="timestamp")
+
+    @property
+    def recorded_at(self) -> datetime:
+        return self.stamp.at
+
+
+class Registered(Fact, kw_only=True, gc=False):
+    key: str
+
+
+class Change(Fact, kw_only=True, gc=False):
+    """A recorded change (`Person.Changed`): its provenance and the address key it named."""
+
+    CLASS_VERSION: ClassVar[int] = 2  # Person.Changed.class_version
+    event: StoredId = msgspec.field(name="event_id")
+    source: str
+    actor_kind: str
+    actor_id: str | None
+    actor_name: str | None
+    channel: str
+    occurred: Stamp = msgspec.field(name="occurred_at")
+    reason: str | None
+    mailbox: str | None = None
+    salesforce_id: str | None = None  # an unsubscribe or a link may name one
+    class_version: int = 1
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.occurred.at
+
+    @property
+    def event_id(self) -> UUID:
+        return self.event.id
+
+    @property
+    def mark(self) -> Mark:
+        return Mark(self.occurred.at, self.event.id, self.source)
+
+
+class Unsubscribed(Change, kw_only=True, gc=False):
+    pass
+
+
+class UnsubscribeRemoved(Change, kw_only=True, gc=False):
+    pass
+
+
+class PersonLinked(Change, kw_only=True, gc=False):
+    pass
+
+
+class Accepted(Fact, kw_only=True, gc=False):
+    """Salesforce set the checkbox (`Person.OptOutAccepted`)."""
+
+    record_id: str
+    object_type: str
+    field: str
+    written_id: str
+    converted_contact_id: str | None
+    accepted: Stamp = msgspec.field(name="accepted_at")
+
+    @property
+    def accepted_at(self) -> datetime:
+        return self.accepted.at
+
+
+class Refused(Fact, kw_only=True, gc=False):
+    """Salesforce did not set it (`Person.OptOutRefused`)."""
+
+    record_id: str
+    object_type: str
+    code: str
+    message: str
+    will_retry: bool
+
+
+class Waiting(Fact, kw_only=True, gc=False):
+    """Why a push is not made yet (`Person.PushWaiting`)."""
+
+    reason: str
+    detail: str | None
+
+
+OUTCOMES = (Accepted, Refused, Waiting)
+Page = list[tuple[int, Fact]]  # (position, fact), in log order
+# A reader appends the facts of one stored event: (position, aggregate id hex, version, state).
+Reader = Callable[[int, str, int, bytes, Page], None]
+
+
+def fact_reader(kind: type[Fact]) -> Reader:
+    """The reader of a topic whose state decodes into one fact of `kind`."""
+    decode = msgspec.json.Decoder(kind).decode
+
+    def read(position: int, person_id: str, version: int, state: bytes, out: Page) -> None:
+        fact = decode(state)
+        fact.person_id, fact.version = person_id, version
+        if isinstance(fact, Change) and fact.class_version < Change.CLASS_VERSION:
+            fact.mailbox = (
+                None  # upcast_v1_v2: 0.1 named no address key (its clear email is ignored)
+            )
+            fact.class_version = Change.CLASS_VERSION
+        out.append((position, fact))
+
+    return read
+
+
+_KINDS: dict[type[Any], type[Fact]] = {
+    Person.Registered: Registered,
+    Person.Unsubscribed: Unsubscribed,
+    Person.UnsubscribeRemoved: UnsubscribeRemoved,
+    Person.PersonLinked: PersonLinked,
+    Person.OptOutAccepted: Accepted,
+    Person.OptOutRefused: Refused,
+    Person.PushWaiting: Waiting,
+}
+# Stored topic -> reader. A new event class: add its topic here (and to `facts_of_event`).
+READERS: dict[str, Reader] = {get_topic(event): fact_reader(kind) for event, kind in _KINDS.items()}
+READERS.update(
+    (former, fact_reader(_KINDS[event]))
+    for former, event in FORMER_TOPICS.items()
+    if event in _KINDS
+)
+
+
+def facts_of_event(event: object, out: Page, position: int) -> None:
+    """The domain-event path: the facts of a domain event (none for one the read models ignore)."""
+    kind = _KINDS.get(type(event))
+    if kind is None:
+        return
+    common: dict[str, Any] = {
+        "person_id": event.originator_id.hex,  # type: ignore[attr-defined]
+        "version": event.originator_version,  # type: ignore[attr-defined]
+        "stamp": Stamp(event.timestamp),  # type: ignore[attr-defined]
+    }
+    fields = event.__dict__
+    if kind is Registered:
+        fact: Fact = Registered(**common, key=fields["key"])
+    elif issubclass(kind, Change):
+        fact = kind(
+            **common,
+            event=StoredId(fields["event_id"]),
+            source=fields["source"],
+            actor_kind=fields["actor_kind"],
+            actor_id=fields["actor_id"],
+            actor_name=fields["actor_name"],
+            channel=fields["channel"],
+            occurred=Stamp(fields["occurred_at"]),
+            reason=fields["reason"],
+            mailbox=fields["mailbox"],
+            salesforce_id=fields.get("salesforce_id"),
+            class_version=Change.CLASS_VERSION,
+        )
+    elif kind is Accepted:
+        fact = Accepted(
+            **common,
+            record_id=fields["record_id"],
+            object_type=fields["object_type"],
+            field=fields["field"],
+            written_id=fields["written_id"],
+            converted_contact_id=fields["converted_contact_id"],
+            accepted=Stamp(fields["accepted_at"]),
+        )
+    elif kind is Refused:
+        fact = Refused(
+            **common,
+            record_id=fields["record_id"],
+            object_type=fields["object_type"],
+            code=fields["code"],
+            message=fields["message"],
+            will_retry=fields["will_retry"],
+        )
+    else:
+        fact = Waiting(**common, reason=fields["reason"], detail=fields["detail"])
+    out.append((position, fact))
+
+
+class Facts:
+    """A page of stored notifications as the read models' facts, in log order. `fast=False`
+    reads every notification through the domain-event path (the equivalence test's oracle)."""
+
+    def __init__(self, mapper: Mapper[Any], *, fast: bool = True) -> None:
+        self.mapper = mapper
+        self.fast = fast and mapper.cipher is None and mapper.compressor is None
+
+    def __call__(self, rows: Sequence[StoredRow]) -> Page:
+        """`rows` as `LogFollower.stored_page` reads them."""
+        out: Page = []
+        readers = READERS if self.fast else {}
+        for position, person_id, version, topic, state in rows:
+            reader = readers.get(topic)
+            if reader is not None:
+                try:
+                    reader(position, person_id, version, state, out)
+                    continue
+                except msgspec.MsgspecError:
+                    pass  # an unexpected shape: the domain-event path says what it is
+            stored = StoredEvent(UUID(person_id), version, topic, state)
+            facts_of_event(self.mapper.to_domain_event(stored), out, position)
+        return out
