@@ -227,6 +227,7 @@ class Facts:
     def __init__(self, mapper: Mapper[Any], *, fast: bool = True) -> None:
         self.mapper = mapper
         self.fast = fast and mapper.cipher is None and mapper.compressor is None
+        self.slow_reads = 0  # rows read through the domain-event path
 
     def __call__(self, rows: Sequence[StoredRow]) -> Page:
         """`rows` as `LogFollower.stored_page` reads them."""
@@ -240,6 +241,7 @@ class Facts:
                     continue
                 except msgspec.MsgspecError:
                     pass  # an unexpected shape: the domain-event path says what it is
+            self.slow_reads += 1
             stored = StoredEvent(UUID(person_id), version, topic, state)
             facts_of_event(self.mapper.to_domain_event(stored), out, position)
         return out
