@@ -115,8 +115,8 @@ def _change_row(position: int, key: str, event: Change) -> Row:
         event.reason,
         event.mailbox,
         event.salesforce_id,
-        utc_text(event.occurred_at),
-        utc_text(event.recorded_at),
+        event.occurred.utc,
+        event.stamp.utc,
         str(event.event_id),
         None,
         None,
@@ -128,9 +128,9 @@ def _change_row(position: int, key: str, event: Change) -> Row:
 
 def _outcome_row(position: int, key: str, event: Fact) -> Row:
     record_id = written_id = field = None
-    occurred_at = event.recorded_at
+    occurred_at = event.stamp
     if isinstance(event, Accepted):
-        change, occurred_at = "salesforce_accepted", event.accepted_at
+        change, occurred_at = "salesforce_accepted", event.accepted
         through = (
             f" (a converted Lead: written to Contact {event.converted_contact_id})"
             if event.converted_contact_id
@@ -159,8 +159,8 @@ def _outcome_row(position: int, key: str, event: Fact) -> Row:
         reason,
         None,
         None,
-        utc_text(occurred_at),
-        utc_text(event.recorded_at),
+        occurred_at.utc,
+        event.stamp.utc,
         f"{UUID(event.person_id)}/{event.version}",
         record_id,
         written_id,

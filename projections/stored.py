@@ -23,13 +23,30 @@ from eventsourcing.utils import get_topic
 
 from domain.person import FORMER_TOPICS, Person
 from domain.rule import Mark
+from projections.timestamps import utc_text
 from projections.views import StoredRow
 
 
 class Stamp(msgspec.Struct, frozen=True, gc=False):
-    """A stored time: eventsourcing tags it (`{"_type_": "datetime_iso", "_data_": ...}`)."""
+    """A stored time as stored: eventsourcing tags it (`{"_type_": "datetime_iso", "_data_":
+    isoformat()}`); kept as text, as most of them are only ever written out as UTC text."""
 
-    at: datetime = msgspec.field(name="_data_")
+    text: str = msgspec.field(name="_data_")
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromisoformat(self.text)
+
+    @property
+    def utc(self) -> str:
+        """`projections.per_person.utc_text` of the time, cut from the text when it is UTC."""
+        text = self.text
+        if text.endswith("+00:00") and text[0] != "0":
+            if len(text) == 32:  # with microseconds
+                return text[:26] + "Z"
+            if len(text) == 25:  # isoformat() leaves out zero microseconds
+                return text[:19] + ".000000Z"
+        return str(utc_text(datetime.fromisoformat(text)))
 
 
 class StoredId(msgspec.Struct, frozen=True, gc=False):
@@ -80,7 +97,7 @@ class Change(Fact, kw_only=True, gc=False):
 
     @property
     def mark(self) -> Mark:
-        return Mark(self.occurred.at, self.event.id, self.source)
+        return Mark(datetime.fromisoformat(self.occurred.text), self.event.id, self.source)
 
 
 class Unsubscribed(Change, kw_only=True, gc=False):
@@ -176,7 +193,7 @@ def facts_of_event(event: object, out: Page, position: int) -> None:
     common: dict[str, Any] = {
         "person_id": event.originator_id.hex,  # type: ignore[attr-defined]
         "version": event.originator_version,  # type: ignore[attr-defined]
-        "stamp": Stamp(event.timestamp),  # type: ignore[attr-defined]
+        "stamp": Stamp(event.timestamp.isoformat()),  # type: ignore[attr-defined]
     }
     fields = event.__dict__
     if kind is Registered:
@@ -190,7 +207,7 @@ def facts_of_event(event: object, out: Page, position: int) -> None:
             actor_id=fields["actor_id"],
             actor_name=fields["actor_name"],
             channel=fields["channel"],
-            occurred=Stamp(fields["occurred_at"]),
+            occurred=Stamp(fields["occurred_at"].isoformat()),
             reason=fields["reason"],
             mailbox=fields["mailbox"],
             salesforce_id=fields.get("salesforce_id"),
@@ -204,7 +221,7 @@ def facts_of_event(event: object, out: Page, position: int) -> None:
             field=fields["field"],
             written_id=fields["written_id"],
             converted_contact_id=fields["converted_contact_id"],
-            accepted=Stamp(fields["accepted_at"]),
+            accepted=Stamp(fields["accepted_at"].isoformat()),
         )
     elif kind is Refused:
         fact = Refused(
