@@ -119,7 +119,7 @@ class PersonStates:
 
         named = {event.person_id for _, event in events}
         named.update(
-            _address_id(event.mailbox)
+            _row_id(event.mailbox)
             for _, event in events
             if isinstance(event, Change) and event.mailbox
         )
@@ -147,15 +147,16 @@ class PersonStates:
             elif kind in _OUTCOME_KINDS:
                 _outcome(fold, event)
         # One mailbox, one answer: a touched address changes its carriers' answers.
+        id_of = {fold.key: person_id for person_id, fold in folds.items()}  # no uuid5 for these
         carriers = {
-            _address_id(key)
+            id_of.get(key) or _row_id(key)
             for person_id in touched
             if is_address(folds[person_id].key)
             for key in folds[person_id].carriers
         }
         load(carriers)
         touched |= carriers & folds.keys()
-        load({_address_id(m) for i in touched for m in folds[i].mailboxes})
+        load({_row_id(m) for i in touched for m in folds[i].mailboxes})
         answers: dict[str, _Answer] = {}
         upserts = Writes()
         for person_id in touched:
@@ -188,7 +189,7 @@ class PersonStates:
         mailbox = event.mailbox
         if not mailbox or mailbox == fold.key:
             return
-        address_id = _address_id(mailbox)
+        address_id = _row_id(mailbox)
         address = folds.get(address_id) or folds.setdefault(address_id, Fold(key=mailbox))
         positions[address_id] = position
         touched.add(address_id)
@@ -215,7 +216,7 @@ class PersonStates:
         opting: list[str] = []
         since = [first] if first is not None else []
         for mailbox in fold.mailboxes:
-            address_id = _address_id(mailbox)
+            address_id = _row_id(mailbox)
             answer = answers.get(address_id)
             if answer is None:
                 address = folds.get(address_id)
@@ -263,7 +264,7 @@ def _answer(fold: Fold) -> _Answer:
 
 
 @lru_cache(maxsize=1 << 16)
-def _address_id(key: str) -> str:
+def _row_id(key: str) -> str:
     return aggregate_id(key).hex
 
 
