@@ -56,7 +56,7 @@ class LogFollower:
         recorder = self.recorder
         if isinstance(recorder, PostgresApplicationRecorder):
             statement = SQL(
-                "SELECT notification_id, replace(originator_id::text, '-', ''), "
+                "SELECT notification_id, originator_id, "
                 "originator_version, topic, state FROM {0}.{1} WHERE notification_id > %s "
                 "{2}ORDER BY notification_id LIMIT %s"
             ).format(
@@ -70,7 +70,9 @@ class LogFollower:
                 connection.cursor(row_factory=tuple_row) as cursor,
             ):
                 cursor.execute(statement, params, prepare=True)
-                return [(*row[:4], bytes(row[4])) for row in cursor.fetchall()]
+                return [
+                    (row[0], row[1].hex, row[2], row[3], bytes(row[4])) for row in cursor.fetchall()
+                ]
         assert isinstance(recorder, SQLiteApplicationRecorder)
         of_topics = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""
         with recorder.datastore.transaction(commit=False) as cursor:
