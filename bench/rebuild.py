@@ -28,11 +28,11 @@ from domain.identity import AddressKeys, person_key
 from domain.person import Person, Provenance
 from projections.per_person import PERSON_TOPICS
 from projections.stored import Facts
-from projections.views import rebuild_together
+from projections.views import REBUILD_PAGE, rebuild_together
 
 EVENTS_PER_PERSON = 5  # registered, two unsubscribes, one more change, one more unsubscribe
 SEED_BATCH = 2_000  # events per insert (psycopg's pipeline stalled on one of 20,000)
-PAGE = 5_000
+PAGE = REBUILD_PAGE  # every read of the log here reads pages of what a rebuild reads
 KEYS = AddressKeys(b"b" * 32)
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -121,7 +121,7 @@ def lean_read(store: ChangeRecorder, decode: bool) -> float:
 
 
 def rebuild(store: ChangeRecorder, name: str) -> float:
-    models = read_models(store, page=PAGE)
+    models = read_models(store)
     projector = models.projectors[name]
     projector.ensure()
     head = models.follower.head()
@@ -135,7 +135,7 @@ def rebuild(store: ChangeRecorder, name: str) -> float:
 
 def rebuild_all(store: ChangeRecorder) -> float:
     """`projections rebuild --all`: the three read models in one pass over the log."""
-    models = read_models(store, page=PAGE)
+    models = read_models(store)
     head = models.follower.head()
     started = time.perf_counter()
     rebuild_together(list(models.projectors.values()))

@@ -76,7 +76,7 @@ def read_models(store: ChangeRecorder, *, page: int | None = None, fast: bool = 
     projectors = {
         name: Projector(model(), views, follower, decode) for name, model in MODELS.items()
     }
-    if page is not None:
+    if page is not None:  # pages of this size, following and rebuilding (tests)
         for projector in projectors.values():
-            projector.page = page
+            projector.page = projector.rebuild_page = page
     return ReadModels(store, views, follower, projectors)

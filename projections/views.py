@@ -130,6 +130,9 @@ class Follower(Protocol):
 
 
 PAGE = 5000  # notifications per transaction
+# A rebuild's transactions are bigger: at a million events each page rewrites fewer of the same
+# B-tree pages (SQLite writes a page it changed once per transaction).
+REBUILD_PAGE = 25_000
 # A page of stored rows to (position, what the read models read), in log order.
 Decode = Callable[[Sequence[StoredRow]], Sequence[tuple[int, Any]]]
 Progress = Callable[[int, int], None]  # (position, head)
@@ -144,6 +147,7 @@ class Projector:
     follower: Follower
     decode: Decode
     page: int = PAGE
+    rebuild_page: int = REBUILD_PAGE
 
     def ensure(self) -> int:
         """The live generation, made (empty, position 0) if the model was never built."""
@@ -165,6 +169,7 @@ class Projector:
         *,
         until: int | None = None,
         progress: Progress | None = None,
+        page: int | None = None,
     ) -> int:
         """Applies the log to a generation (the live one by default) up to `until` (the log's
         head now, by default); returns its position."""
@@ -172,21 +177,24 @@ class Projector:
         generation = self.ensure() if generation is None else generation
         at = self.store.position(self.model.name, generation)
         while at < head and not self.follower.stopping.is_set():
-            at = self.step(generation, at, head)
+            at = self.step(generation, at, head, page)
             if progress is not None:
                 progress(at, head)
         return at
 
-    def step(self, generation: int, at: int, head: int | None = None) -> int:
+    def step(
+        self, generation: int, at: int, head: int | None = None, page: int | None = None
+    ) -> int:
         """One page after `at`; returns the new position (re-read if another runner moved it)."""
-        notifications = self.follower.stored_page(at, self.page, self.model.topics)
+        page = page or self.page
+        notifications = self.follower.stored_page(at, page, self.model.topics)
         if not notifications:
             # Nothing of ours up to the head: the position moves there without rows.
             to = max(at, head if head is not None else self.follower.head())
             return self._write(generation, Writes(), at, to) if to > at else at
         events = self.decode(notifications)
         last = notifications[-1][0]
-        to = max(last if len(notifications) == self.page or head is None else head, last)
+        to = max(last if len(notifications) == page or head is None else head, last)
         writes = self.model.apply(events, self.store.rows(self.model, generation))
         return self._write(generation, writes, at, to)
 
@@ -218,7 +226,7 @@ class Projector:
         the old. Returns the new generation."""
         fresh = self.fresh_generation()
         try:
-            self.catch_up(fresh, progress=progress)
+            self.catch_up(fresh, progress=progress, page=self.rebuild_page)
         except BaseException:
             self.store.drop(self.model, fresh)
             raise
@@ -236,7 +244,7 @@ class Projector:
         copy lags as much), switches the views to it in one transaction, drops the old."""
         try:
             self.store.index(self.model, fresh)
-            self.catch_up(fresh, progress=progress)
+            self.catch_up(fresh, progress=progress, page=self.rebuild_page)
             if self.follower.stopping.is_set():
                 raise InterruptedError("the rebuild was stopped before it caught up")
             self.store.switch(self.model, fresh)
@@ -268,9 +276,9 @@ def rebuild_together(
     try:
         head, at = first.follower.head(), 0
         while at < head and not first.follower.stopping.is_set():
-            notifications = first.follower.stored_page(at, first.page, first.model.topics)
+            notifications = first.follower.stored_page(at, first.rebuild_page, first.model.topics)
             events = first.decode(notifications)
-            to = notifications[-1][0] if len(notifications) == first.page else head
+            to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
             to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, read too
             for projector in projectors:
                 writes = projector.model.apply(
