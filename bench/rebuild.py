@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -179,7 +180,10 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="optout-bench-"))
     rows: list[tuple[str, float, float]] = []
     if "sqlite" in stores:
-        rows += measure("SQLite", f"sqlite:///{state / 'events.sqlite'}", args.events)
+        try:
+            rows += measure("SQLite", f"sqlite:///{state / 'events.sqlite'}", args.events)
+        finally:
+            shutil.rmtree(state)  # a million events and their read models: about 2 GB
     if "postgres" in stores:
         server_url = os.environ.get("OPTOUT_BENCH_DATABASE_URL")
         if not server_url:
