@@ -2,10 +2,11 @@
 *fact*), read straight from the stored state by msgspec, without building a domain event.
 
 The one place that reads the stored format for the read models. Each stored topic (current names
-and the names events had before a rename, `domain.person.FORMER_TOPICS`) has a reader in
-`READERS`; a reader decodes the state into its fact (the upcasts of `domain.person` applied: a
-version-1 change names no mailbox, and its clear `email` is never read) and may give more than one
-fact for one stored event. A topic without a reader, or a state msgspec refuses, goes through the
+and the names events had before a rename, `domain.person.FORMER_TOPICS`) maps to the fact its
+state decodes into (`FACT_OF_TOPIC`, one msgspec call per topic per page), the upcasts of
+`domain.person` applied: a version-1 change names no mailbox, and its clear `email` is never
+read. A stored event that gives more than one fact (say, a registration and a change in one) gets
+a reader in `READERS`. A topic in neither, or a state msgspec refuses, goes through the
 domain-event path (`facts_of_event` of eventsourcing's mapper's event), which gives the same facts:
 `tests/integration/test_fast_decode.py` builds every read model both ways and compares the rows.
 """
