@@ -17,11 +17,14 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder, Notification, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 log = logging.getLogger(__name__)
 SQLITE_POLL_S = 0.05  # SQLite has no notifications: a short, cheap poll
 LISTEN_SLICE_S = 0.5  # a LISTEN wait is cut into slices so that a stop is seen promptly
+StoredRow = tuple[int, str, int, str, bytes]  # position, aggregate id (hex), version, topic, state
 
 
 class LogFollower:
@@ -45,6 +48,45 @@ class LogFollower:
         return self.recorder.select_notifications(
             after, limit, topics=list(topics), inclusive_of_start=False
         )
+
+    def stored_page(self, after: int, limit: int, topics: Sequence[str]) -> list[StoredRow]:
+        """The same page as `page`, as plain rows (position, aggregate id as 32 hex digits,
+        version, topic, state): what the read models decode themselves, without a Notification
+        and a UUID per row (half the cost of `page`)."""
+        recorder = self.recorder
+        if isinstance(recorder, PostgresApplicationRecorder):
+            statement = SQL(
+                "SELECT notification_id, originator_id, "
+                "originator_version, topic, state FROM {0}.{1} WHERE notification_id > %s "
+                "{2}ORDER BY notification_id LIMIT %s"
+            ).format(
+                Identifier(recorder.datastore.schema),
+                Identifier(recorder.events_table_name),
+                SQL("AND topic = ANY(%s) " if topics else ""),
+            )
+            params = (after, list(topics), limit) if topics else (after, limit)
+            with (
+                recorder.datastore.get_connection() as connection,
+                connection.cursor(row_factory=tuple_row) as cursor,
+            ):
+                cursor.execute(statement, params, prepare=True)
+                return [
+                    (row[0], row[1].hex, row[2], row[3], bytes(row[4])) for row in cursor.fetchall()
+                ]
+        assert isinstance(recorder, SQLiteApplicationRecorder)
+        of_topics = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
+                f"FROM {recorder.events_table_name} WHERE rowid > ? {of_topics}"
+                "ORDER BY rowid LIMIT ?",
+                (after, *topics, limit),
+            )
+            rows = cursor.fetchall()
+        return [
+            (row[0], row[1] if len(row[1]) == 32 else row[1].replace("-", ""), *row[2:])
+            for row in rows
+        ]
 
     def head(self) -> int:
         """The id of the last notification in the log (0 for an empty log)."""

@@ -12,6 +12,7 @@ from domain.application import ChangeRecorder
 from projections.audit_trail import AuditTrail
 from projections.mailbox_index import MailboxIndex
 from projections.per_person import PersonStates
+from projections.stored import Facts
 from projections.view_store import addresses_table, open_view_store
 from projections.views import Projector, ReadModel, Select, Status, ViewStore
 
@@ -66,14 +67,16 @@ class ReadModels:
         self.follower.close()
 
 
-def read_models(store: ChangeRecorder, *, page: int | None = None) -> ReadModels:
+def read_models(store: ChangeRecorder, *, page: int | None = None, fast: bool = True) -> ReadModels:
+    """`fast=False` reads every event through eventsourcing's mapper (the equivalence test's
+    oracle for the fast decode of `projections.stored`)."""
     views = open_view_store(store.recorder)
     follower = LogFollower(store.recorder)
+    decode = Facts(store.mapper, fast=fast)
     projectors = {
-        name: Projector(model(), views, follower, store.mapper.to_domain_event)
-        for name, model in MODELS.items()
+        name: Projector(model(), views, follower, decode) for name, model in MODELS.items()
     }
-    if page is not None:
+    if page is not None:  # pages of this size, following and rebuilding (tests)
         for projector in projectors.values():
-            projector.page = page
+            projector.page = projector.rebuild_page = page
     return ReadModels(store, views, follower, projectors)

@@ -11,12 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from uuid import UUID
 
 import msgspec
 
-from domain.person import Person
-from projections.per_person import OUTCOMES, PERSON_TOPICS, utc_text
-from projections.person_state import history_entry
+from projections.per_person import PERSON_TOPICS, utc_text
+from projections.stored import (
+    OUTCOMES,
+    Accepted,
+    Change,
+    Fact,
+    PersonLinked,
+    Refused,
+    Registered,
+    Unsubscribed,
+    UnsubscribeRemoved,
+    Waiting,
+)
 from projections.views import Row, Rows, Select, Table, Writes, view
 
 AUDIT = Table(
@@ -45,6 +56,7 @@ AUDIT = Table(
     ),
     key=("position",),
     indexes=(("person_key", "position"), ("occurred_at",), ("recorded_at",)),
+    write_indexes=(("person_key", "position"),),  # an outcome updates the unsubscribes before it
 )
 KEYS = Table("audit_keys", (("person_id", "text"), ("person_key", "text")), key=("person_id",))
 COLUMNS = AUDIT.column_names
@@ -55,51 +67,107 @@ class AuditTrail:
     tables: tuple[Table, ...] = (AUDIT, KEYS)
     topics: Sequence[str] = PERSON_TOPICS
 
-    def apply(self, events: Sequence[tuple[int, object]], rows: Rows) -> Writes:
+    def apply(self, events: Sequence[tuple[int, Fact]], rows: Rows) -> Writes:
         keys: dict[str, str] = {}
         for _, event in events:
-            if isinstance(event, Person.Registered):
-                keys[event.originator_id.hex] = event.key
-        wanted = {event.originator_id.hex for _, event in events} - keys.keys()  # type: ignore[attr-defined]
+            if isinstance(event, Registered):
+                keys[event.person_id] = event.key
+        wanted = {event.person_id for _, event in events} - keys.keys()
         keys.update((r[0], r[1]) for r in rows(KEYS, "person_id", wanted))
         writes = Writes()
         for position, event in events:
-            person_id = event.originator_id.hex  # type: ignore[attr-defined]
-            if isinstance(event, Person.Registered):
+            person_id = event.person_id
+            if isinstance(event, Registered):
                 writes.upsert(KEYS, (person_id, event.key))
                 continue
-            entry = history_entry(event)
-            if entry is None or person_id not in keys:
+            key = keys.get(person_id)
+            if key is None:
                 continue
-            salesforce_id = getattr(event, "salesforce_id", None)
-            writes.upsert(
-                AUDIT,
-                (
-                    position,
-                    person_id,
-                    keys[person_id],
-                    event.originator_version,  # type: ignore[attr-defined]
-                    entry.change,
-                    entry.source,
-                    entry.actor,
-                    getattr(event, "actor_kind", "system"),
-                    entry.channel,
-                    entry.reason,
-                    entry.address,
-                    salesforce_id,
-                    utc_text(entry.occurred_at),
-                    utc_text(entry.recorded_at),
-                    entry.event_id,
-                    entry.record_id,
-                    entry.written_id,
-                    entry.field,
-                    None,
-                    None,
-                ),
-            )
-            if isinstance(event, OUTCOMES):
-                _outcome_of_unsubscribes(writes, position, person_id, event)
+            if isinstance(event, Change):
+                writes.upsert(AUDIT, _change_row(position, key, event))
+            elif isinstance(event, OUTCOMES):
+                writes.upsert(AUDIT, _outcome_row(position, key, event))
+                _outcome_of_unsubscribes(writes, position, key, event)
         return writes
+
+
+# The history line of `projections.person_state.history_entry`, from facts (that one, from the
+# aggregates' events, is the oracle the read-model tests compare with).
+_CHANGE_NAMES = {
+    Unsubscribed: "unsubscribed",
+    UnsubscribeRemoved: "unsubscribe_removed",
+    PersonLinked: "person_linked",
+}
+
+
+def _change_row(position: int, key: str, event: Change) -> Row:
+    named = event.actor_name or event.actor_id
+    return (
+        position,
+        event.person_id,
+        key,
+        event.version,
+        _CHANGE_NAMES[type(event)],
+        event.source,
+        f"{event.actor_kind}:{named}" if named else event.actor_kind,
+        event.actor_kind,
+        event.channel,
+        event.reason,
+        event.mailbox,
+        event.salesforce_id,
+        event.occurred.utc,
+        event.stamp.utc,
+        str(event.event_id),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def _outcome_row(position: int, key: str, event: Fact) -> Row:
+    record_id = written_id = field = None
+    occurred_at = event.stamp
+    if isinstance(event, Accepted):
+        change, occurred_at = "salesforce_accepted", event.accepted
+        through = (
+            f" (a converted Lead: written to Contact {event.converted_contact_id})"
+            if event.converted_contact_id
+            else ""
+        )
+        reason = f"{event.object_type} {event.record_id}: {event.field} = true{through}"
+        record_id, written_id, field = event.record_id, event.written_id, event.field
+    elif isinstance(event, Refused):
+        retry = "retried later" if event.will_retry else "not retried"
+        change, reason = "salesforce_refused", f"{event.code}: {event.message} ({retry})"
+        record_id = event.record_id
+    else:
+        assert isinstance(event, Waiting)
+        detail = f": {event.detail}" if event.detail else ""
+        change, reason = "push_waiting", f"{event.reason}{detail}"
+    return (
+        position,
+        event.person_id,
+        key,
+        event.version,
+        change,
+        "salesforce",
+        "system:pusher",
+        "system",
+        "api",
+        reason,
+        None,
+        None,
+        occurred_at.utc,
+        event.stamp.utc,
+        f"{UUID(event.person_id)}/{event.version}",
+        record_id,
+        written_id,
+        field,
+        None,
+        None,
+    )
 
 
 # Which earlier outcomes a new one replaces on the unsubscribes before it.
@@ -112,21 +180,21 @@ _REPLACES = {
 }
 
 
-def _outcome_of_unsubscribes(writes: Writes, position: int, person_id: str, event: object) -> None:
-    if isinstance(event, Person.OptOutAccepted):
+def _outcome_of_unsubscribes(writes: Writes, position: int, key: str, event: Fact) -> None:
+    if isinstance(event, Accepted):
         kind, outcome, at = "accepted", "accepted", event.accepted_at
-    elif isinstance(event, Person.OptOutRefused):
+    elif isinstance(event, Refused):
         kind = "retrying" if event.will_retry else "refused"
-        outcome, at = f"{kind}: {event.code}", event.timestamp
-    elif isinstance(event, Person.PushWaiting):
-        kind, outcome, at = "waiting", f"waiting: {event.reason}", event.timestamp
+        outcome, at = f"{kind}: {event.code}", event.recorded_at
+    elif isinstance(event, Waiting):
+        kind, outcome, at = "waiting", f"waiting: {event.reason}", event.recorded_at
     else:
         return
     writes.execute(
         AUDIT,
         "UPDATE {table} SET salesforce_outcome = ?, salesforce_outcome_at = ? "
-        "WHERE person_id = ? AND change = 'unsubscribed' AND position < ? AND " + _REPLACES[kind],
-        (outcome, utc_text(at), person_id, position),
+        "WHERE person_key = ? AND change = 'unsubscribed' AND position < ? AND " + _REPLACES[kind],
+        (outcome, utc_text(at), key, position),
     )
 
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from domain.person import Person
 from domain.rule import Mark, OptOut, later
 from projections.per_person import PERSON_TOPICS, utc_text
+from projections.stored import Change, Fact, Registered, Unsubscribed, UnsubscribeRemoved
 from projections.views import Rows, Table, Writes
 
 
@@ -52,40 +52,38 @@ class MailboxIndex:
     tables: tuple[Table, ...] = (MAILBOXES, CARRIERS, KEYS)
     topics: Sequence[str] = PERSON_TOPICS
 
-    def apply(self, events: Sequence[tuple[int, object]], rows: Rows) -> Writes:
+    def apply(self, events: Sequence[tuple[int, Fact]], rows: Rows) -> Writes:
         keys: dict[str, str] = {}
-        wanted = {event.originator_id.hex for _, event in events}  # type: ignore[attr-defined]
+        wanted = {event.person_id for _, event in events}
         for _, event in events:
-            if isinstance(event, Person.Registered):
-                keys[event.originator_id.hex] = event.key
+            if isinstance(event, Registered):
+                keys[event.person_id] = event.key
         keys.update((r[0], r[1]) for r in rows(KEYS, "person_id", wanted - keys.keys()))
         mailboxes = {
-            event.mailbox
-            for _, event in events
-            if isinstance(event, Person.Changed) and event.mailbox
+            event.mailbox for _, event in events if isinstance(event, Change) and event.mailbox
         }
         folds = {r[0]: _decode(r[-1]) for r in rows(MAILBOXES, "mailbox", mailboxes)}
         writes = Writes()
         touched: set[str] = set()
         for _, event in events:
-            if isinstance(event, Person.Registered):
-                writes.upsert(KEYS, (event.originator_id.hex, event.key))
-            if not isinstance(event, Person.Changed) or not event.mailbox:
+            if isinstance(event, Registered):
+                writes.upsert(KEYS, (event.person_id, event.key))
+            if not isinstance(event, Change) or not event.mailbox:
                 continue
-            key = keys.get(event.originator_id.hex)
+            key = keys.get(event.person_id)
             if key is None:
                 continue
             mailbox = event.mailbox
             fold = folds.setdefault(mailbox, AddressFold())
             touched.add(mailbox)
             if key == mailbox:  # a change to the address itself
-                if isinstance(event, Person.Unsubscribed):
+                if isinstance(event, Unsubscribed):
                     fold.own = fold.own.unsubscribed(event.mark)
-                elif isinstance(event, Person.UnsubscribeRemoved):
+                elif isinstance(event, UnsubscribeRemoved):
                     fold.own = fold.own.removed(event.mark)
                 continue
             writes.upsert(CARRIERS, (mailbox, key))
-            if isinstance(event, Person.Unsubscribed) and event.actor_kind == "recipient":
+            if isinstance(event, Unsubscribed) and event.actor_kind == "recipient":
                 fold.recipient = later(fold.recipient, event.mark)
         for mailbox in touched:
             fold = folds[mailbox]

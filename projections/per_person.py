@@ -10,7 +10,8 @@ No clear address is ever written here: addresses are their keys.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import lru_cache
 
 import msgspec
 from eventsourcing.utils import get_topic
@@ -18,12 +19,25 @@ from eventsourcing.utils import get_topic
 from domain.identity import aggregate_id, is_address, record_type
 from domain.person import FORMER_TOPICS, Person
 from domain.rule import Mark, OptOut, later
+from projections.stored import (
+    OUTCOMES,
+    Accepted,
+    Change,
+    Fact,
+    PersonLinked,
+    Refused,
+    Registered,
+    Unsubscribed,
+    UnsubscribeRemoved,
+    Waiting,
+)
+from projections.timestamps import utc_text
 from projections.views import Rows, Table, Writes
 
 CHANGES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
-OUTCOMES = (Person.OptOutAccepted, Person.OptOutRefused, Person.PushWaiting)
+_OUTCOME_EVENTS = (Person.OptOutAccepted, Person.OptOutRefused, Person.PushWaiting)
 # Stored topics of what the read models follow, including names events had before a rename.
-PERSON_TOPICS = [get_topic(kind) for kind in (Person.Registered, *CHANGES, *OUTCOMES)] + [
+PERSON_TOPICS = [get_topic(kind) for kind in (Person.Registered, *CHANGES, *_OUTCOME_EVENTS)] + [
     former for former, kind in FORMER_TOPICS.items() if kind in CHANGES
 ]
 
@@ -86,14 +100,6 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Fold).decode
 
 
-def utc_text(at: datetime | None) -> str | None:
-    """A time as sortable text: UTC, microseconds, `Z` (naive times are eventsourcing's UTC)."""
-    if at is None:
-        return None
-    aware = at if at.tzinfo else at.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class PersonStates:
     """The read model (see the module docstring)."""
 
@@ -101,7 +107,7 @@ class PersonStates:
     tables: tuple[Table, ...] = (PERSON_STATE,)
     topics: Sequence[str] = PERSON_TOPICS
 
-    def apply(self, events: Sequence[tuple[int, object]], rows: Rows) -> Writes:
+    def apply(self, events: Sequence[tuple[int, Fact]], rows: Rows) -> Writes:
         folds: dict[str, Fold] = {}
         positions: dict[str, int] = {}
 
@@ -111,91 +117,119 @@ class PersonStates:
                 folds[row[0]] = _decode(row[-1])
                 positions[row[0]] = row[-2]
 
-        load({_id(event) for _, event in events} | set(_named_mailboxes(events)))
+        named = {event.person_id for _, event in events}
+        named.update(
+            _row_id(event.mailbox)
+            for _, event in events
+            if isinstance(event, Change) and event.mailbox
+        )
+        load(named)
         touched: set[str] = set()
         for position, event in events:
-            person_id = _id(event)
-            if isinstance(event, Person.Registered):
-                folds.setdefault(person_id, Fold(key=event.key))
-            fold = folds.get(person_id)
-            if fold is None:
-                continue  # registered before this model's start: cannot happen in one log
-            fold.version = max(fold.version, event.originator_version)  # type: ignore[attr-defined]
+            person_id = event.person_id
+            kind = type(event)
+            if kind is Registered:
+                fold = folds.get(person_id) or folds.setdefault(
+                    person_id,
+                    Fold(key=event.key),  # type: ignore[attr-defined]
+                )
+            else:
+                found = folds.get(person_id)
+                if found is None:
+                    continue  # registered before this model's start: cannot happen in one log
+                fold = found
+            if event.version > fold.version:
+                fold.version = event.version
             positions[person_id] = position
             touched.add(person_id)
-            if isinstance(event, Person.Changed):
-                touched.update(self._change(fold, event, folds, positions, position))
-            elif isinstance(event, OUTCOMES):
+            if kind in _CHANGES:
+                self._change(fold, event, folds, positions, position, touched)  # type: ignore[arg-type]
+            elif kind in _OUTCOME_KINDS:
                 _outcome(fold, event)
         # One mailbox, one answer: a touched address changes its carriers' answers.
+        id_of = {fold.key: person_id for person_id, fold in folds.items()}  # no uuid5 for these
         carriers = {
-            aggregate_id(key).hex
+            id_of.get(key) or _row_id(key)
             for person_id in touched
             if is_address(folds[person_id].key)
             for key in folds[person_id].carriers
         }
         load(carriers)
         touched |= carriers & folds.keys()
-        load({aggregate_id(m).hex for i in touched for m in folds[i].mailboxes})
-        writes = Writes()
+        load({_row_id(m) for i in touched for m in folds[i].mailboxes})
+        answers: dict[str, _Answer] = {}
+        upserts = Writes()
         for person_id in touched:
-            writes.upsert(PERSON_STATE, self._row(person_id, folds, positions[person_id]))
-        return writes
+            upserts.upsert(PERSON_STATE, self._row(person_id, folds, positions[person_id], answers))
+        return upserts
 
     def _change(
         self,
         fold: Fold,
-        event: Person.Changed,
+        event: Change,
         folds: dict[str, Fold],
         positions: dict[str, int],
         position: int,
-    ) -> set[str]:
+        touched: set[str],
+    ) -> None:
         mark = event.mark
-        if isinstance(event, Person.Unsubscribed):
+        kind = type(event)
+        if kind is Unsubscribed:
             fold.own = fold.own.unsubscribed(mark)
-            fold.own_sources[event.source] = max(
-                event.occurred_at, fold.own_sources.get(event.source, event.occurred_at)
-            )
+            at, sources = mark.occurred_at, fold.own_sources
+            if event.source not in sources or sources[event.source] < at:
+                sources[event.source] = at
             if event.salesforce_id:
                 _follow(fold, event.salesforce_id, mark)
-        elif isinstance(event, Person.UnsubscribeRemoved):
+        elif kind is UnsubscribeRemoved:
             fold.own = fold.own.removed(mark)
             fold.outcome = fold.outcome_detail = fold.outcome_at = None  # pushed afresh later
-        elif isinstance(event, Person.PersonLinked):
+        elif event.salesforce_id is not None:  # a link
             _follow(fold, event.salesforce_id, mark)
         mailbox = event.mailbox
         if not mailbox or mailbox == fold.key:
-            return set()
-        address_id = aggregate_id(mailbox).hex
-        address = folds.setdefault(address_id, Fold(key=mailbox))
+            return
+        address_id = _row_id(mailbox)
+        address = folds.get(address_id) or folds.setdefault(address_id, Fold(key=mailbox))
         positions[address_id] = position
+        touched.add(address_id)
         if mailbox not in fold.mailboxes:
             fold.mailboxes.append(mailbox)
         if fold.key not in address.carriers:
             address.carriers.append(fold.key)
-        if isinstance(event, Person.Unsubscribed) and event.actor_kind == "recipient":
+        if kind is Unsubscribed and event.actor_kind == "recipient":
             address.recipient = later(address.recipient, mark)
-            address.recipient_sources[event.source] = max(
-                event.occurred_at, address.recipient_sources.get(event.source, event.occurred_at)
-            )
-        return {address_id}
+            at, sources = mark.occurred_at, address.recipient_sources
+            if event.source not in sources or sources[event.source] < at:
+                sources[event.source] = at
 
-    def _row(self, person_id: str, folds: dict[str, Fold], position: int) -> tuple[object, ...]:
+    def _row(
+        self,
+        person_id: str,
+        folds: dict[str, Fold],
+        position: int,
+        answers: dict[str, _Answer],
+    ) -> tuple[object, ...]:
         fold = folds[person_id]
-        state = fold.state
-        sources = fold.counting_sources() if state.opted_out else {}
+        opted_out, first, sources = _answer(fold)
+        sources = dict(sources)
         opting: list[str] = []
-        since = [state.unsubscribe.occurred_at] if state.opted_out and state.unsubscribe else []
+        since = [first] if first is not None else []
         for mailbox in fold.mailboxes:
-            address = folds.get(aggregate_id(mailbox).hex)
-            if address is None or not address.state.opted_out:
+            address_id = _row_id(mailbox)
+            answer = answers.get(address_id)
+            if answer is None:
+                address = folds.get(address_id)
+                answer = answers[address_id] = _answer(address) if address else _NO_ANSWER
+            if not answer[0]:
                 continue
             opting.append(mailbox)
-            if address.state.unsubscribe is not None:
-                since.append(address.state.unsubscribe.occurred_at)
-            for source, at in address.counting_sources().items():
-                sources[source] = max(at, sources.get(source, at))
-        opted_out = state.opted_out or bool(opting)
+            if answer[1] is not None:
+                since.append(answer[1])
+            for source, at in answer[2].items():
+                if source not in sources or sources[source] < at:
+                    sources[source] = at
+        opted_out = opted_out or bool(opting)
         return (
             person_id,
             fold.key,
@@ -214,20 +248,28 @@ class PersonStates:
         )
 
 
+# A row's own answer: opted out, since when (its latest unsubscribe), the sources that count.
+_Answer = tuple[bool, datetime | None, dict[str, datetime]]
+_NO_ANSWER: _Answer = (False, None, {})
+_CHANGES = frozenset((Unsubscribed, UnsubscribeRemoved, PersonLinked))
+_OUTCOME_KINDS = frozenset(OUTCOMES)
+
+
+def _answer(fold: Fold) -> _Answer:
+    state = fold.state
+    if not state.opted_out:
+        return _NO_ANSWER
+    unsubscribe = state.unsubscribe
+    return True, unsubscribe.occurred_at if unsubscribe else None, fold.counting_sources()
+
+
+@lru_cache(maxsize=1 << 16)
+def _row_id(key: str) -> str:
+    return aggregate_id(key).hex
+
+
 def decode_fold(doc: str | bytes) -> Fold:
     return _decode(doc)
-
-
-def _id(event: object) -> str:
-    return event.originator_id.hex  # type: ignore[attr-defined]
-
-
-def _named_mailboxes(events: Sequence[tuple[int, object]]) -> list[str]:
-    return [
-        aggregate_id(event.mailbox).hex
-        for _, event in events
-        if isinstance(event, Person.Changed) and event.mailbox
-    ]
 
 
 def _follow(fold: Fold, salesforce_id: str, mark: Mark) -> None:
@@ -236,15 +278,15 @@ def _follow(fold: Fold, salesforce_id: str, mark: Mark) -> None:
         fold.salesforce_id, fold.salesforce_mark = salesforce_id, mark
 
 
-def _outcome(fold: Fold, event: object) -> None:
-    if isinstance(event, Person.OptOutAccepted):
+def _outcome(fold: Fold, event: Fact) -> None:
+    if isinstance(event, Accepted):
         fold.outcome, fold.outcome_at = "accepted", event.accepted_at
         fold.outcome_detail = f"{event.object_type} {event.written_id}: {event.field} = true"
-    elif isinstance(event, Person.OptOutRefused):
+    elif isinstance(event, Refused):
         if fold.outcome == "accepted" and event.will_retry:
             return
         fold.outcome = "retrying" if event.will_retry else "refused"
-        fold.outcome_detail, fold.outcome_at = f"{event.code}: {event.message}", event.timestamp
-    elif isinstance(event, Person.PushWaiting) and fold.outcome != "accepted":
+        fold.outcome_detail, fold.outcome_at = f"{event.code}: {event.message}", event.recorded_at
+    elif isinstance(event, Waiting) and fold.outcome != "accepted":
         fold.outcome, fold.outcome_detail = "waiting", event.reason
-        fold.outcome_at = event.timestamp
+        fold.outcome_at = event.recorded_at

@@ -30,6 +30,9 @@ class Table:
     columns: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
+    # Those of `indexes` the model's own writes use; a rebuilt generation gets the others only
+    # once built (before it goes live): one index build instead of upkeep on every insert.
+    write_indexes: tuple[tuple[str, ...], ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -68,7 +71,7 @@ class ReadModel(Protocol):
     tables: tuple[Table, ...]
     topics: Sequence[str]  # the event topics it follows
 
-    def apply(self, events: Sequence[tuple[int, object]], rows: Rows) -> Writes:
+    def apply(self, events: Sequence[tuple[int, Any]], rows: Rows) -> Writes:
         """The writes for these events (in log order), given the rows as they are now."""
 
 
@@ -82,7 +85,11 @@ class ViewStore(Protocol):
     def generations(self, model: ReadModel) -> list[int]:
         """Generations whose tables exist (the live one, and any being built)."""
 
-    def create(self, model: ReadModel, generation: int) -> None: ...
+    def create(self, model: ReadModel, generation: int, *, indexed: bool = True) -> None:
+        """Its tables, with every index (`indexed`) or only the write indexes."""
+
+    def index(self, model: ReadModel, generation: int) -> None:
+        """Makes the indexes a generation made without `indexed` lacks."""
 
     def drop(self, model: ReadModel, generation: int) -> None: ...
 
@@ -105,10 +112,17 @@ class Select(Protocol):
     def __call__(self, sql: str, params: Row = ()) -> list[Row]: ...
 
 
+# A stored event as a read model reads it: position, aggregate id (32 hex digits), version, topic,
+# state (`adapters.log_follower.LogFollower.stored_page`).
+StoredRow = tuple[int, str, int, str, bytes]
+
+
 class Follower(Protocol):
     stopping: threading.Event
 
     def page(self, after: int, limit: int, topics: Sequence[str] = ()) -> Sequence[Any]: ...
+
+    def stored_page(self, after: int, limit: int, topics: Sequence[str]) -> list[StoredRow]: ...
 
     def head(self) -> int: ...
 
@@ -116,7 +130,11 @@ class Follower(Protocol):
 
 
 PAGE = 5000  # notifications per transaction
-Decode = Callable[[Any], object]  # a stored notification to its domain event
+# A rebuild's transactions are bigger: at a million events each page rewrites fewer of the same
+# B-tree pages (SQLite writes a page it changed once per transaction).
+REBUILD_PAGE = 25_000
+# A page of stored rows to (position, what the read models read), in log order.
+Decode = Callable[[Sequence[StoredRow]], Sequence[tuple[int, Any]]]
 Progress = Callable[[int, int], None]  # (position, head)
 
 
@@ -129,6 +147,7 @@ class Projector:
     follower: Follower
     decode: Decode
     page: int = PAGE
+    rebuild_page: int = REBUILD_PAGE
 
     def ensure(self) -> int:
         """The live generation, made (empty, position 0) if the model was never built."""
@@ -150,6 +169,7 @@ class Projector:
         *,
         until: int | None = None,
         progress: Progress | None = None,
+        page: int | None = None,
     ) -> int:
         """Applies the log to a generation (the live one by default) up to `until` (the log's
         head now, by default); returns its position."""
@@ -157,21 +177,24 @@ class Projector:
         generation = self.ensure() if generation is None else generation
         at = self.store.position(self.model.name, generation)
         while at < head and not self.follower.stopping.is_set():
-            at = self.step(generation, at, head)
+            at = self.step(generation, at, head, page)
             if progress is not None:
                 progress(at, head)
         return at
 
-    def step(self, generation: int, at: int, head: int | None = None) -> int:
+    def step(
+        self, generation: int, at: int, head: int | None = None, page: int | None = None
+    ) -> int:
         """One page after `at`; returns the new position (re-read if another runner moved it)."""
-        notifications = self.follower.page(at, self.page, self.model.topics)
+        page = page or self.page
+        notifications = self.follower.stored_page(at, page, self.model.topics)
         if not notifications:
             # Nothing of ours up to the head: the position moves there without rows.
             to = max(at, head if head is not None else self.follower.head())
             return self._write(generation, Writes(), at, to) if to > at else at
-        events = [(n.id, self.decode(n)) for n in notifications]
-        to = notifications[-1].id if len(notifications) == self.page or head is None else head
-        to = max(to, notifications[-1].id)
+        events = self.decode(notifications)
+        last = notifications[-1][0]
+        to = max(last if len(notifications) == page or head is None else head, last)
         writes = self.model.apply(events, self.store.rows(self.model, generation))
         return self._write(generation, writes, at, to)
 
@@ -203,7 +226,7 @@ class Projector:
         the old. Returns the new generation."""
         fresh = self.fresh_generation()
         try:
-            self.catch_up(fresh, progress=progress)
+            self.catch_up(fresh, progress=progress, page=self.rebuild_page)
         except BaseException:
             self.store.drop(self.model, fresh)
             raise
@@ -213,14 +236,15 @@ class Projector:
         """A new, empty generation beside the live one (position 0)."""
         live = self.ensure()
         fresh = max([live, *self.store.generations(self.model)]) + 1
-        self.store.create(self.model, fresh)
+        self.store.create(self.model, fresh, indexed=False)
         return fresh
 
     def go_live(self, fresh: int, progress: Progress | None = None) -> int:
         """Catches the fresh generation up once more (what arrived during the build: the live
         copy lags as much), switches the views to it in one transaction, drops the old."""
         try:
-            self.catch_up(fresh, progress=progress)
+            self.store.index(self.model, fresh)
+            self.catch_up(fresh, progress=progress, page=self.rebuild_page)
             if self.follower.stopping.is_set():
                 raise InterruptedError("the rebuild was stopped before it caught up")
             self.store.switch(self.model, fresh)
@@ -252,10 +276,10 @@ def rebuild_together(
     try:
         head, at = first.follower.head(), 0
         while at < head and not first.follower.stopping.is_set():
-            notifications = first.follower.page(at, first.page, first.model.topics)
-            events = [(n.id, first.decode(n)) for n in notifications]
-            to = notifications[-1].id if len(notifications) == first.page else head
-            to = max([to, *(n.id for n in notifications[-1:])])  # news past the head, read too
+            notifications = first.follower.stored_page(at, first.rebuild_page, first.model.topics)
+            events = first.decode(notifications)
+            to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
+            to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, read too
             for projector in projectors:
                 writes = projector.model.apply(
                     events, projector.store.rows(projector.model, fresh[projector.model.name])

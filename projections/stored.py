@@ -1,0 +1,279 @@
+"""What the read models know of a stored event: a small struct of the few fields they use (a
+*fact*), read straight from the stored state by msgspec, without building a domain event.
+
+The one place that reads the stored format for the read models. Each stored topic (current names
+and the names events had before a rename, `domain.person.FORMER_TOPICS`) maps to the fact its
+state decodes into (`FACT_OF_TOPIC`, one msgspec call per topic per page), the upcasts of
+`domain.person` applied: a version-1 change names no mailbox, and its clear `email` is never
+read. A stored event that gives more than one fact (say, a registration and a change in one) gets
+a reader in `READERS`. A topic in neither, or a state msgspec refuses, goes through the
+domain-event path (`facts_of_event` of eventsourcing's mapper's event), which gives the same facts:
+`tests/integration/test_fast_decode.py` builds every read model both ways and compares the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.utils import get_topic
+
+from domain.person import FORMER_TOPICS, Person
+from domain.rule import Mark
+from projections.timestamps import utc_text
+from projections.views import StoredRow
+
+
+class Stamp(msgspec.Struct, frozen=True, gc=False):
+    """A stored time as stored: eventsourcing tags it (`{"_type_": "datetime_iso", "_data_":
+    isoformat()}`); kept as text, as most of them are only ever written out as UTC text."""
+
+    text: str = msgspec.field(name="_data_")
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromisoformat(self.text)
+
+    @property
+    def utc(self) -> str:
+        """`projections.per_person.utc_text` of the time, cut from the text when it is UTC."""
+        text = self.text
+        if text.endswith("+00:00") and text[0] != "0":
+            if len(text) == 32:  # with microseconds
+                return text[:26] + "Z"
+            if len(text) == 25:  # isoformat() leaves out zero microseconds
+                return text[:19] + ".000000Z"
+        return str(utc_text(datetime.fromisoformat(text)))
+
+
+class StoredId(msgspec.Struct, frozen=True, gc=False):
+    """A stored UUID, tagged as `uuid_hex`."""
+
+    id: UUID = msgspec.field(name="_data_")
+
+
+class Fact(msgspec.Struct, kw_only=True, gc=False):
+    """Of every stored event: whose (the aggregate id as hex), its version, when recorded."""
+
+    person_id: str = ""
+    version: int = 0
+    stamp: Stamp = msgspec.field(name="timestamp")
+
+    @property
+    def recorded_at(self) -> datetime:
+        return self.stamp.at
+
+
+class Registered(Fact, kw_only=True, gc=False):
+    key: str
+
+
+class Change(Fact, kw_only=True, gc=False):
+    """A recorded change (`Person.Changed`): its provenance and the address key it named."""
+
+    CLASS_VERSION: ClassVar[int] = 2  # Person.Changed.class_version
+    event: StoredId = msgspec.field(name="event_id")
+    source: str
+    actor_kind: str
+    actor_id: str | None
+    actor_name: str | None
+    channel: str
+    occurred: Stamp = msgspec.field(name="occurred_at")
+    reason: str | None
+    mailbox: str | None = None
+    salesforce_id: str | None = None  # an unsubscribe or a link may name one
+    class_version: int = 1
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.occurred.at
+
+    @property
+    def event_id(self) -> UUID:
+        return self.event.id
+
+    @property
+    def mark(self) -> Mark:
+        return Mark(datetime.fromisoformat(self.occurred.text), self.event.id, self.source)
+
+
+class Unsubscribed(Change, kw_only=True, gc=False):
+    pass
+
+
+class UnsubscribeRemoved(Change, kw_only=True, gc=False):
+    pass
+
+
+class PersonLinked(Change, kw_only=True, gc=False):
+    pass
+
+
+class Accepted(Fact, kw_only=True, gc=False):
+    """Salesforce set the checkbox (`Person.OptOutAccepted`)."""
+
+    record_id: str
+    object_type: str
+    field: str
+    written_id: str
+    converted_contact_id: str | None
+    accepted: Stamp = msgspec.field(name="accepted_at")
+
+    @property
+    def accepted_at(self) -> datetime:
+        return self.accepted.at
+
+
+class Refused(Fact, kw_only=True, gc=False):
+    """Salesforce did not set it (`Person.OptOutRefused`)."""
+
+    record_id: str
+    object_type: str
+    code: str
+    message: str
+    will_retry: bool
+
+
+class Waiting(Fact, kw_only=True, gc=False):
+    """Why a push is not made yet (`Person.PushWaiting`)."""
+
+    reason: str
+    detail: str | None
+
+
+OUTCOMES = (Accepted, Refused, Waiting)
+Page = list[tuple[int, Fact]]  # (position, fact), in log order
+# Reads one stored event that gives other than one fact (position, aggregate id hex, version,
+# state), appending its facts to the page.
+Reader = Callable[[int, str, int, bytes, Page], None]
+
+_KINDS: dict[type[Any], type[Fact]] = {
+    Person.Registered: Registered,
+    Person.Unsubscribed: Unsubscribed,
+    Person.UnsubscribeRemoved: UnsubscribeRemoved,
+    Person.PersonLinked: PersonLinked,
+    Person.OptOutAccepted: Accepted,
+    Person.OptOutRefused: Refused,
+    Person.PushWaiting: Waiting,
+}
+# Stored topic -> the fact its state decodes into. A new event class: add it to `_KINDS` (and
+# to `facts_of_event`); one that gives two facts (a registration and a change): to `READERS`.
+FACT_OF_TOPIC: dict[str, type[Fact]] = {get_topic(event): kind for event, kind in _KINDS.items()}
+FACT_OF_TOPIC.update(
+    (former, _KINDS[event]) for former, event in FORMER_TOPICS.items() if event in _KINDS
+)
+READERS: dict[str, Reader] = {}
+_MANY = {topic: msgspec.json.Decoder(list[kind]).decode for topic, kind in FACT_OF_TOPIC.items()}  # type: ignore[valid-type]
+
+
+def _upcast(fact: Change) -> Change:
+    if fact.class_version < Change.CLASS_VERSION:
+        fact.mailbox = None  # upcast_v1_v2: 0.1 named no address key (its clear email is ignored)
+        fact.class_version = Change.CLASS_VERSION
+    return fact
+
+
+def facts_of_event(event: object, out: Page, position: int) -> None:
+    """The domain-event path: the facts of a domain event (none for one the read models ignore)."""
+    kind = _KINDS.get(type(event))
+    if kind is None:
+        return
+    common: dict[str, Any] = {
+        "person_id": event.originator_id.hex,  # type: ignore[attr-defined]
+        "version": event.originator_version,  # type: ignore[attr-defined]
+        "stamp": Stamp(event.timestamp.isoformat()),  # type: ignore[attr-defined]
+    }
+    fields = event.__dict__
+    if kind is Registered:
+        fact: Fact = Registered(**common, key=fields["key"])
+    elif issubclass(kind, Change):
+        fact = kind(
+            **common,
+            event=StoredId(fields["event_id"]),
+            source=fields["source"],
+            actor_kind=fields["actor_kind"],
+            actor_id=fields["actor_id"],
+            actor_name=fields["actor_name"],
+            channel=fields["channel"],
+            occurred=Stamp(fields["occurred_at"].isoformat()),
+            reason=fields["reason"],
+            mailbox=fields["mailbox"],
+            salesforce_id=fields.get("salesforce_id"),
+            class_version=Change.CLASS_VERSION,
+        )
+    elif kind is Accepted:
+        fact = Accepted(
+            **common,
+            record_id=fields["record_id"],
+            object_type=fields["object_type"],
+            field=fields["field"],
+            written_id=fields["written_id"],
+            converted_contact_id=fields["converted_contact_id"],
+            accepted=Stamp(fields["accepted_at"].isoformat()),
+        )
+    elif kind is Refused:
+        fact = Refused(
+            **common,
+            record_id=fields["record_id"],
+            object_type=fields["object_type"],
+            code=fields["code"],
+            message=fields["message"],
+            will_retry=fields["will_retry"],
+        )
+    else:
+        fact = Waiting(**common, reason=fields["reason"], detail=fields["detail"])
+    out.append((position, fact))
+
+
+class Facts:
+    """A page of stored notifications as the read models' facts, in log order. `fast=False`
+    reads every notification through the domain-event path (the equivalence test's oracle)."""
+
+    def __init__(self, mapper: Mapper[Any], *, fast: bool = True) -> None:
+        self.mapper = mapper
+        self.fast = fast and mapper.cipher is None and mapper.compressor is None
+        self.slow_reads = 0  # rows read through the domain-event path
+
+    def __call__(self, rows: Sequence[StoredRow]) -> Page:
+        """`rows` as `LogFollower.stored_page` reads them."""
+        decoded = self._decoded(rows) if self.fast else {}
+        out: Page = []
+        for position, person_id, version, topic, state in rows:
+            facts = decoded.get(topic)
+            if facts is not None:
+                fact = next(facts)
+                fact.person_id, fact.version = person_id, version
+                out.append((position, fact))
+                continue
+            reader = READERS.get(topic) if self.fast else None
+            if reader is not None:
+                try:
+                    reader(position, person_id, version, state, out)
+                    continue
+                except msgspec.MsgspecError:
+                    pass  # an unexpected shape: the domain-event path says what it is
+            self.slow_reads += 1
+            stored = StoredEvent(UUID(person_id), version, topic, state)
+            facts_of_event(self.mapper.to_domain_event(stored), out, position)
+        return out
+
+    def _decoded(self, rows: Sequence[StoredRow]) -> dict[str, Iterator[Fact]]:
+        """The facts of each topic's rows, decoded in one call per topic (in the rows' order)."""
+        states: dict[str, list[bytes]] = {}
+        for row in rows:
+            if row[3] in FACT_OF_TOPIC:
+                states.setdefault(row[3], []).append(row[4])
+        decoded: dict[str, Iterator[Fact]] = {}
+        for topic, stored in states.items():
+            try:
+                facts = _MANY[topic](b"[" + b",".join(stored) + b"]")
+            except msgspec.MsgspecError:
+                continue  # a state of an unexpected shape: the domain-event path reads this topic
+            if issubclass(FACT_OF_TOPIC[topic], Change):
+                facts = [_upcast(fact) for fact in facts]
+            decoded[topic] = iter(facts)
+        return decoded
