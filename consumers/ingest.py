@@ -40,7 +40,15 @@ from consumers.slice_writer import (
 from domain.application import ChangeRecorder
 from domain.identity import AddressKeys
 
-__all__ = ["DEAD_LETTER_CODES", "WRITE_ATTEMPTS", "GapError", "Ingest", "IngestStats", "to_change"]
+__all__ = [
+    "DEAD_LETTER_CODES",
+    "WRITE_ATTEMPTS",
+    "GapError",
+    "Ingest",
+    "IngestStats",
+    "StoreAheadError",
+    "to_change",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,11 @@ CLOSE_TIMEOUT_S = 3.0
 
 class GapError(RuntimeError):
     """Messages the store has not recorded no longer exist in Kafka; an operator must decide."""
+
+
+class StoreAheadError(GapError):
+    """The store has recorded offsets the topic never had: the topic was deleted and created
+    again (or the store is another cluster's). Its new messages would be skipped as stored."""
 
 
 class _Stopping(Exception):
@@ -270,8 +283,17 @@ class Ingest:
             return
         unchecked = sorted(self.unchecked)
         starts = self.consumer.beginning_offsets(unchecked, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
+        ends = self.consumer.end_offsets(unchecked, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
         for tp in unchecked:
             stored = self.writer.stored_position(tp)
+            if stored + 1 > ends[tp]:
+                raise StoreAheadError(
+                    f"{tracking_name(tp)}: the event store has recorded offsets up to {stored}, "
+                    f"but the topic ends at offset {ends[tp]}: it was deleted and created again, "
+                    "or the store belongs to another Kafka cluster. Its messages would be "
+                    "skipped as already stored. Stopping. Use a new topic name "
+                    "(OPTOUT_TOPIC_INBOUND) or a new store (OPTOUT_DATABASE_URL)."
+                )
             if starts[tp] > stored + 1:
                 self._gap(tp, stored + 1, starts[tp] - 1)
                 polled.pop(tp, None)

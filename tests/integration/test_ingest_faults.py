@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import StoredEvent, Tracking
 from kafka import KafkaAdminClient, TopicPartition
 
 from adapters import dead_letter, kafka_clients
@@ -202,6 +202,26 @@ def test_a_store_behind_the_topics_log_start_stops_the_worker_until_the_gap_is_a
     # Recorded: the next start goes on without the flag.
     again = optout_sync("ingest", "--no-prepare", "--idle-exit", "3", config=config)
     assert again.returncode == 0, again.stderr
+    store.close()
+
+
+def test_a_store_ahead_of_its_topic_stops_the_worker_instead_of_skipping_messages(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The topic was deleted and created again under the same name (or the store is another
+    cluster's): its new messages sit at offsets the store has already recorded."""
+    config = isolated_settings(kafka_bootstrap, f"sqlite:///{tmp_path / 'events.sqlite'}", tmp_path)
+    name = f"{config.topic_inbound}:0"
+    store = reader(config)
+    store.record([], Tracking(name, 5))  # what the topic's earlier life left in the store
+    produce_to_partition_0(config, [encode(unsubscribe(f"p-new-{i}")) for i in range(3)])
+
+    stopped = optout_sync("ingest", "--no-prepare", "--idle-exit", "5", config=config)
+
+    assert stopped.returncode == 1, stopped.stderr
+    assert f"{name}: the event store has recorded offsets up to 5" in stopped.stderr
+    assert "topic ends at offset 3" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert store.positions([name]) == {name: 5} and list(store.all_changes()) == []
     store.close()
 
 
