@@ -270,7 +270,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         stored.extend(kwargs.pop("first_changes", ()))
         self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
         cache = self.repository.cache
-        if cache is not None:
+        if cache is not None and not self.repository.fastforward:  # as the library's _record
             for person_id, person in processing_event.aggregates.items():
                 cache.put(person_id, person)
         return []
