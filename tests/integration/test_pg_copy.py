@@ -47,8 +47,8 @@ class Call:
 CALLS: list[Call] = []
 
 
-class CapturingLibraryStore(LibraryPathStore):
-    """The library's path, keeping each call (and whether it was refused) to replay it."""
+class Capturing(PostgresStore):
+    """Keeps each call of a store's path (and whether it was refused), to replay or inspect it."""
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -62,19 +62,12 @@ class CapturingLibraryStore(LibraryPathStore):
             raise
 
 
-class CapturingCopyStore(PostgresStore):
-    """The COPY path, keeping each call and whether it was refused."""
+class CapturingLibraryStore(Capturing, LibraryPathStore):
+    """The library's path, keeping each call to replay it."""
 
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        call = Call(list(stored_events), dict(kwargs))
-        CALLS.append(call)
-        try:
-            return super().insert_events(stored_events, **kwargs)
-        except IntegrityError:
-            call.refused = True
-            raise
+
+class CapturingCopyStore(Capturing):
+    """The COPY path, keeping each call."""
 
 
 def recorder_at(url: str, store: type[PostgresStore] = PostgresStore) -> ChangeRecorder:
