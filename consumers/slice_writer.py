@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -71,11 +71,12 @@ def to_change(message: ChangeV1, keys: AddressKeys) -> Change:
 
 
 def change_or_refusal(
-    value: bytes | None, keys: AddressKeys, max_skew: timedelta
+    value: bytes | None, keys: AddressKeys, max_skew: timedelta, now: datetime | None = None
 ) -> Change | tuple[str, str]:
-    """A Kafka value as a change, or why not as (code, reason) — never an exception."""
+    """A Kafka value as a change, or why not as (code, reason) — never an exception. `now`:
+    what a future `occurred_at` is measured against (the current time by default)."""
     try:
-        change = to_change(decode(value, max_skew=max_skew), keys)
+        change = to_change(decode(value, max_skew=max_skew, now=now), keys)
         refusal = refusal_of(change)
     except ContractError as error:
         return error.code, error.reason
@@ -277,9 +278,10 @@ class SliceWriter:
         sources: list[Any] = []
         letters: list[tuple[Any, str, str]] = []
         refused = self.refused.setdefault(tp, {})
+        now = datetime.now(UTC)  # once a slice: the records arrived together
         for record in records:
             outcome = refused.get(record.offset) or change_or_refusal(
-                record.value, self.keys, self.settings.max_clock_skew
+                record.value, self.keys, self.settings.max_clock_skew, now
             )
             if isinstance(outcome, Change):
                 changes.append(outcome)

@@ -219,14 +219,14 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             else:
                 known.add(change.provenance.event_id)
                 fresh.append((index, change))
-        self._load_persons(batch, [change for _, change in fresh])
+        person_ids = [aggregate_id(change.person_key) for _, change in fresh]  # once: sha1 each
+        self._load_persons(batch, [change for _, change in fresh], person_ids)
         addresses: dict[str, str] = {}
         carriers: set[tuple[str, str]] = set()
         failures: dict[int, Exception] = {}
         broken: set[UUID] = set()
         firsts: list[StoredEvent] = []
-        for index, change in fresh:
-            person_id = aggregate_id(change.person_key)
+        for (index, change), person_id in zip(fresh, person_ids, strict=True):
             if person_id in broken:
                 continue  # tried again in the next attempt, on a person read afresh
             try:
@@ -234,7 +234,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                     firsts.extend(self._first_change(change))
                     new_link = True
                 else:
-                    person = self._person_for(batch, change.person_key)
+                    person = self._person_for(batch, change.person_key, person_id)
                     new_link = _new_link(person, change)
                     _apply(person, change)
             except PersistenceError:
@@ -375,10 +375,14 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         """The last recorded position (e.g. Kafka offset) of a source like `topic:partition`."""
         return self.recorder.max_tracking_id(source)
 
-    def _load_persons(self, batch: ChangeBatch, changes: Sequence[Change]) -> None:
+    def _load_persons(
+        self, batch: ChangeBatch, changes: Sequence[Change], person_ids: Sequence[UUID]
+    ) -> None:
         """Loads every person the batch touches in one read (cached ones from the cache). A new
-        person with one change in the batch is left to `first_change_events`."""
-        keys = {aggregate_id(change.person_key): change.person_key for change in changes}
+        person with one change in the batch is left to `_first_change` (`person_ids`: each
+        change's person)."""
+        pairs = zip(person_ids, changes, strict=True)
+        keys = {person_id: change.person_key for person_id, change in pairs}
         cache = self.repository.cache
         if cache is not None:
             for person_id in list(keys):
@@ -390,7 +394,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 batch.persons[person_id] = cached
                 del keys[person_id]
         stored = self.index.histories(list(keys)) if keys else {}
-        once = _touched_once(changes) if self._first_changes_direct else set()
+        once = _touched_once(person_ids) if self._first_changes_direct else set()
         for person_id, key in keys.items():
             if person_id in stored:
                 batch.unprojected[person_id] = stored[person_id]
@@ -399,8 +403,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             else:
                 batch.persons[person_id] = Person.register(key)
 
-    def _person_for(self, batch: ChangeBatch, key: str) -> Person:
-        person_id = aggregate_id(key)
+    def _person_for(self, batch: ChangeBatch, key: str, person_id: UUID) -> Person:
         if person_id not in batch.persons:
             stored = batch.unprojected.pop(person_id, None)
             if stored is None:
@@ -476,12 +479,11 @@ def _projected(events: Iterable[Any]) -> Any:
     return aggregate
 
 
-def _touched_once(changes: Sequence[Change]) -> set[UUID]:
-    """The persons exactly one of these changes touches."""
+def _touched_once(person_ids: Sequence[UUID]) -> set[UUID]:
+    """The persons that appear exactly once among these (each change's person)."""
     seen: set[UUID] = set()
     again: set[UUID] = set()
-    for change in changes:
-        person_id = aggregate_id(change.person_key)
+    for person_id in person_ids:
         (again if person_id in seen else seen).add(person_id)
     return seen - again
 

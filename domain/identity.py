@@ -19,7 +19,6 @@ Also Salesforce record ids: 15-character ids are case-sensitive; the 18-characte
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import uuid
 from enum import StrEnum
@@ -99,8 +98,12 @@ class AddressKeys:
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
             raise ValueError("the address key must be at least 16 bytes")
-        self._secret = secret
         self._cache: dict[str, str] = {}
+        # RFC 2104's inner and outer hashes with the padded key already absorbed: each address
+        # then costs two copies and two short updates, not hmac.digest's key schedule (2.3 µs).
+        block = (hashlib.sha256(secret).digest() if len(secret) > 64 else secret).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
 
     def __repr__(self) -> str:
         return "AddressKeys(<secret>)"
@@ -111,8 +114,10 @@ class AddressKeys:
         key = self._cache.get(normalised)
         if key is None:
             # HMAC-SHA256 truncated to 128 bits (RFC 2104 allows it): shorter keys in every event.
-            digest = hmac.digest(self._secret, normalised.encode(), "sha256")
-            key = ADDRESS_PREFIX + digest[:16].hex()
+            inner, outer = self._inner.copy(), self._outer.copy()
+            inner.update(normalised.encode())
+            outer.update(inner.digest())
+            key = ADDRESS_PREFIX + outer.digest()[:16].hex()
             if len(self._cache) > 65536:
                 self._cache.clear()
             self._cache[normalised] = key

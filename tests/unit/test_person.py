@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from domain.identity import (
     AddressKeys,
     InvalidSalesforceId,
     aggregate_id,
+    normalise_email,
     normalise_salesforce_id,
     person_key,
     record_type,
@@ -228,3 +230,12 @@ def test_aggregate_ids_are_uuid5_of_the_key(key: str) -> None:
     assert made == expected and made.version == 5 and made.variant == uuid.RFC_4122
     assert hash(made) == hash(expected) and str(made) == str(expected)
     assert made.bytes == expected.bytes and made.is_safe == expected.is_safe
+
+
+@given(secret=st.binary(min_size=16, max_size=200), address=st.text())
+def test_address_keys_are_hmac_sha256_of_the_normalised_address(
+    secret: bytes, address: str
+) -> None:
+    normalised = normalise_email(address)
+    expected = hmac.digest(secret, normalised.encode(), "sha256")[:16].hex()
+    assert AddressKeys(secret).key_of(address) == "email:" + expected
