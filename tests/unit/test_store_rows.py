@@ -4,6 +4,7 @@ included) must be exactly what eventsourcing's own recorder writes."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteProcessRecorder
@@ -37,3 +38,23 @@ def test_the_batched_insert_stores_what_the_library_stores() -> None:
         stores.append(rows(recorder))
     library, ours = stores
     assert ours == library and len(ours[0]) == 7
+
+
+def test_every_connection_of_the_store_gets_its_cache_and_checkpoint_settings(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteDatastore(str(tmp_path / "log.sqlite"), pool_size=2))
+    store.create_table()
+    transaction = store.datastore.transaction
+    # Two at once: the second is another pooled connection.
+    with transaction(commit=False) as first, transaction(commit=False) as second:
+        for c in (first, second):
+            settings = {}
+            for pragma in ("cache_size", "wal_autocheckpoint", "journal_size_limit"):
+                c.execute(f"PRAGMA {pragma}")
+                settings[pragma] = c.fetchone()[0]
+            assert settings == {
+                "cache_size": -262144,
+                "wal_autocheckpoint": 20000,
+                "journal_size_limit": 67108864,
+            }
