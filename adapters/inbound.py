@@ -304,6 +304,8 @@ def _checked(change: ChangeV1) -> ChangeV1:
         raise ContractError(
             "link_without_salesforce_id", "$.person.salesforce_id: a link needs a Salesforce id"
         )
+    if email == person.email and salesforce_id == person.salesforce_id:
+        return change  # already normalised, as most are
     normalised = msgspec.structs.replace(person, email=email, salesforce_id=salesforce_id)
     return msgspec.structs.replace(change, person=normalised)
 
