@@ -32,6 +32,7 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 from adapters import log_chain, pg_copy
+from adapters.pg_arrays import text_array, uuid_array
 from adapters.settings import ConfigError, Settings
 from domain.identity import AddressKeys
 
@@ -530,7 +531,7 @@ class PostgresStore(PostgresProcessRecorder):
         if change_ids:
             curs.execute(
                 SQL("INSERT INTO {} SELECT unnest(%s::uuid[])").format(self._table(CHANGE_IDS)),
-                [list(change_ids)],
+                [uuid_array(change_ids)],
             )
         carriers: Sequence[tuple[str, str]] = kwargs.get("carriers", ())
         if carriers:
@@ -539,7 +540,7 @@ class PostgresStore(PostgresProcessRecorder):
                     "INSERT INTO {} SELECT * FROM unnest(%s::text[], %s::text[]) "
                     "ON CONFLICT DO NOTHING"
                 ).format(self._table(CARRIERS)),
-                [[m for m, _ in carriers], [p for _, p in carriers]],
+                [text_array(m for m, _ in carriers), text_array(p for _, p in carriers)],
             )
         addresses: dict[str, str] = kwargs.get("addresses", {})
         if addresses:
@@ -548,7 +549,7 @@ class PostgresStore(PostgresProcessRecorder):
                     "INSERT INTO {} (mailbox, email) SELECT * FROM unnest(%s::text[], %s::text[]) "
                     "ON CONFLICT DO NOTHING"
                 ).format(self._table(ADDRESSES)),
-                [list(addresses), list(addresses.values())],
+                [text_array(addresses), text_array(addresses.values())],
             )
 
     def recorded_changes(self, event_ids: Collection[UUID]) -> set[UUID]:
@@ -557,7 +558,7 @@ class PostgresStore(PostgresProcessRecorder):
                 SQL("SELECT event_id FROM {} WHERE event_id = ANY(%s)").format(
                     self._table(CHANGE_IDS)
                 ),
-                [list(event_ids)],
+                [uuid_array(event_ids)],
             )
             return {row["event_id"] for row in curs.fetchall()}
 
@@ -572,7 +573,7 @@ class PostgresStore(PostgresProcessRecorder):
                     "topic, state FROM {} WHERE originator_id = ANY(%s) "
                     "ORDER BY originator_id, originator_version DESC"
                 ).format(self._table(snapshots)),
-                [id_list],
+                [uuid_array(id_list)],
             )
             after = dict.fromkeys(id_list, 0)
             for row in curs.fetchall():
@@ -588,7 +589,7 @@ class PostgresStore(PostgresProcessRecorder):
                         "SELECT originator_id, originator_version, topic, state FROM {} "
                         "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
                     ).format(self._table(self.events_table_name)),
-                    [whole],
+                    [uuid_array(whole)],
                 )
                 for row in curs.fetchall():
                     found.setdefault(row["originator_id"], []).append(_stored(row))

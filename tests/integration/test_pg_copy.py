@@ -17,9 +17,12 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.event_store import CARRIERS, CHANGE_IDS, PostgresStore, environment
 from adapters.log_chain import CHAIN
+from adapters.pg_arrays import text_array, uuid_array
 from devservices import database as local_postgres
 from domain.application import Change, ChangeKind, ChangeRecorder
 from domain.identity import AddressKeys, aggregate_id
@@ -302,3 +305,24 @@ def test_a_stale_writer_is_refused_by_copy_and_records_again_on_a_fresh_read(
     history = stale.recorder.select_events(aggregate_id("person:ada"))
     assert [e.originator_version for e in history] == [1, 2, 3, 4, 5]
     assert stale.positions(["inbound:0", "inbound:1"]) == {"inbound:0": 2, "inbound:1": 1}
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+
+
+def test_array_literals_carry_what_the_lists_carry(postgres_url: str) -> None:
+    """The index rows go as array literals: any text (quotes, backslashes, braces, commas,
+    spaces, NULL, the empty string) and any uuid must arrive as psycopg's list would send it."""
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+
+        @settings(max_examples=200, deadline=None)
+        @given(texts=st.lists(_TEXT, max_size=20), ids=st.lists(st.uuids(), max_size=20))
+        def same(texts: list[str], ids: list[uuid.UUID]) -> None:
+            row = connection.execute(
+                "SELECT %s::text[], %s::text[], %s::uuid[], %s::uuid[]",
+                [text_array(texts), texts, uuid_array(ids), ids],
+            ).fetchone()
+            assert row is not None
+            assert row[0] == row[1] == texts and row[2] == row[3] == ids
+
+        same()
