@@ -3,14 +3,13 @@ reaped, producing, waiting."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -62,10 +61,23 @@ STOP_WITHIN_S = 15.0
 REAP_AFTER_SIGTERM_S = 25.0
 
 
-def _die_with_the_test_process() -> None:
-    """Runs in the child: SIGTERM it when the process that started it dies, however it dies
-    (prctl PR_SET_PDEATHSIG), so that not even a SIGKILLed test run leaves a worker behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+# Runs first in the child, after exec: it asks for SIGTERM when the test process dies (prctl
+# PR_SET_PDEATHSIG), so that not even a SIGKILLed test run leaves a worker behind, then becomes the
+# command. Not a preexec_fn: code run between fork and exec can deadlock on a lock another of the
+# test's threads held at the fork (a worker then hung before exec, with an empty log).
+_LAUNCHER = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the test process died before the worker started")
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def dying_with_the_test(command: Sequence[str]) -> list[str]:
+    """The command, run so that it gets SIGTERM when the test process dies, however it dies.
+    (Linux sends it when the starting *thread* ends: start workers from the test.)"""
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *command]
 
 
 class Worker:
@@ -76,14 +88,14 @@ class Worker:
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "consumers", "-v", "ingest", "--no-prepare", *args],
+                dying_with_the_test(
+                    [sys.executable, "-m", "consumers", "-v", "ingest", "--no-prepare", *args]
+                ),
                 cwd=REPO,
                 env=env_of(config, **env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                # Linux sends it when the starting *thread* ends: start workers from the test.
-                preexec_fn=_die_with_the_test_process,
             )
 
     @property

@@ -57,13 +57,16 @@ class Stream(threading.Thread):
         self.changes = mixed_changes(MESSAGES, PERSONS)
         self.error: BaseException | None = None
         self.produced = 0  # acknowledged by the broker so far
+        self.at_gate = False  # waiting for its gate: nothing more comes until the test acts
 
     def run(self) -> None:
         try:
             size = len(self.changes) // self.chunks
             for index, start in enumerate(range(0, len(self.changes), size)):
                 if self.gate is not None:
+                    self.at_gate = True
                     self.gate(index)
+                    self.at_gate = False
                 self.produced += produce(self.config, keyed(self.changes[start : start + size]))
                 time.sleep(self.pause_s)  # pacing the load, not waiting for a condition
         except BaseException as error:  # surfaced by the test thread
@@ -125,11 +128,15 @@ def assert_every_answer_is_the_fold_of_what_was_produced(config: Settings, strea
 
 
 def progressed(config: Settings, before: int, worker: Worker, stream: Stream) -> Callable[[], bool]:
-    """This incarnation has stored something, or has nothing to store yet, or died."""
+    """This incarnation has stored something, or has nothing to store until the test acts (all
+    produced is stored and the stream waits at its gate, or is done), or died. (Not merely "all
+    produced is stored": on a busy machine the next chunk may still be on its way, and a worker
+    killed then has written nothing: the stream then ran out before 20 kills after a write.)"""
 
     def check() -> bool:
         stored = total_stored(config)
-        return stored > before or stored >= stream.produced or not worker.running()
+        idle = stream.at_gate or not stream.is_alive()
+        return stored > before or (stored >= stream.produced and idle) or not worker.running()
 
     return check
 

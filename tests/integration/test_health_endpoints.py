@@ -25,7 +25,7 @@ from tests.integration.ingest_harness import (
     REPO,
     Worker,
     Workers,
-    _die_with_the_test_process,
+    dying_with_the_test,
     env_of,
     isolated_settings,
     keyed,
@@ -168,13 +168,12 @@ def start_verb(
     port = free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "consumers", "-v", *args],
+            dying_with_the_test([sys.executable, "-m", "consumers", "-v", *args]),
             cwd=REPO,
             env=env_of(config, OPTOUT_METRICS_PORT=str(port), **env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_the_test_process,
         )
     return process, port, lambda: log_path.read_text(errors="replace")[-3000:]
 

@@ -23,7 +23,7 @@ from sandbox import Sandbox
 from tests.e2e.cli import optout_sync
 from tests.integration.ingest_harness import (
     REPO,
-    _die_with_the_test_process,
+    dying_with_the_test,
     end_offsets,
     env_of,
     isolated_settings,
@@ -120,12 +120,11 @@ def test_a_pass_sigkilled_midway_and_run_again_records_each_change_once(
 
     with log_path.open("wb") as log:
         first = subprocess.Popen(
-            [sys.executable, "-m", "consumers", "nightly", "--now"],
+            dying_with_the_test([sys.executable, "-m", "consumers", "nightly", "--now"]),
             cwd=REPO,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_the_test_process,
         )
         try:
             wait_for(first_chunk_stored, 120, "the first chunk of imports", log_path.read_text)
@@ -169,12 +168,11 @@ def test_two_schedulers_starting_at_once_run_the_missed_pass_once(
         with path.open("wb") as log:
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "consumers", "nightly", "--quiet"],
+                    dying_with_the_test([sys.executable, "-m", "consumers", "nightly", "--quiet"]),
                     cwd=REPO,
                     env={**env, "OPTOUT_METRICS_PORT": str(port)},
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_the_test_process,
                 )
             )
 

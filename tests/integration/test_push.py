@@ -24,7 +24,7 @@ from tests.factories import good_change
 from tests.integration.ingest_harness import (
     REPO,
     Workers,
-    _die_with_the_test_process,
+    dying_with_the_test,
     env_of,
     keyed,
     produce,
@@ -274,13 +274,12 @@ def test_a_spent_budget_stops_the_calls_and_says_so_once_in_the_history(
 def start_pusher(config: Settings, sandbox: Sandbox, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "consumers", "-v", "push"],
+            dying_with_the_test([sys.executable, "-m", "consumers", "-v", "push"]),
             cwd=REPO,
             env=env_of(config, **org_env(sandbox)),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_the_test_process,
         )
 
 
