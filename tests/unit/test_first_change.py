@@ -106,7 +106,11 @@ def test_first_changes_store_what_the_library_path_stores(
             store.record(batch, Tracking("changes:0", offset))
     for store in stores.values():
         store.close()
-    assert rows(here / "True.sqlite") == rows(here / "False.sqlite")
+    stored = rows(here / "True.sqlite")
+    assert stored == rows(here / "False.sqlite")
+    # Every person starts with one event that registers them and is their first change.
+    firsts = {get_topic(first) for first in FIRST_CHANGES.values()}
+    assert {topic for _, version, topic, _ in stored["events"] if version == 1} <= firsts
 
 
 @pytest.mark.parametrize("kind", list(ChangeKind))
@@ -138,6 +142,22 @@ _CHANGE_CLASSES = {
     ChangeKind.UNSUBSCRIBE_REMOVED: Person.UnsubscribeRemoved,
     ChangeKind.PERSON_LINKED: Person.PersonLinked,
 }
+
+
+@pytest.mark.parametrize("kind", list(ChangeKind))
+def test_the_person_the_domain_holds_is_the_one_its_first_event_loads(kind: ChangeKind) -> None:
+    from domain.application import _apply
+
+    change = make_change(kind, 1, 2, "recipient", 3)
+    person = Person.register(change.person_key)
+    _apply(person, change)
+    [first] = person.collect_events()
+    assert type(first) is FIRST_CHANGES[_CHANGE_CLASSES[kind]] and first.originator_version == 1
+    loaded = first.mutate(None)
+    assert vars(loaded) == vars(person) and person.version == 1
+    _apply(person, make_change(kind, 1, 3, "user", 4))  # a later change is a change
+    [later] = person.collect_events()
+    assert type(later) is _CHANGE_CLASSES[kind] and later.originator_version == 2
 
 
 def state_of(person: Person) -> tuple[object, ...]:
