@@ -213,10 +213,8 @@ def read_persons(store: ChangeRecorder, written: dict[str, str]) -> Iterator[Per
     """Every person and address in the store, read by histories a chunk at a time; `written`
     gains each record a push wrote instead of the person's own (a converted Lead's contact)."""
     ids: list[UUID] = []
-    registrations: list[type] = [
-        Person.Registered,
-        *FIRST_CHANGES.values(),
-    ]  # a first change registers
+    # A new person's first change registers them too.
+    registrations: list[type] = [Person.Registered, *FIRST_CHANGES.values()]
     for notification in _notifications(store, [get_topic(kind) for kind in registrations]):
         ids.append(_uuid(notification.originator_id))
         if len(ids) >= LOAD_CHUNK:
