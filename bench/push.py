@@ -180,7 +180,8 @@ def read_times(config: Settings, ids: set[UUID]) -> tuple[dict[UUID, float], dic
     store = bootstrap.open_store(config)
     stored: dict[UUID, float] = {}
     accepted: dict[UUID, float] = {}
-    topics = [get_topic(Person.Unsubscribed), get_topic(Person.OptOutAccepted)]
+    unsubscribed = (Person.Unsubscribed, Person.FirstUnsubscribed)  # a new person's: the latter
+    topics = [get_topic(kind) for kind in (*unsubscribed, Person.OptOutAccepted)]
     try:
         start = 0
         while True:

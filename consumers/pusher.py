@@ -38,7 +38,7 @@ from adapters.salesforce import (
 from domain.application import ChangeRecorder
 from domain.identity import record_type
 from domain.opt_out_field import EmailScope
-from domain.person import FORMER_TOPICS, Person, WaitingReason
+from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person, WaitingReason
 from domain.push import Accepted, Outcome, Owed, Refused, Waiting, owed_push, record_outcomes
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ _RETRIES = (Person.OptOutRefused, Person.PushWaiting)
 _FOLLOWED = [get_topic(kind) for kind in (Person.Registered, *_CHANGES, *_RETRIES)] + [
     former for former, kind in FORMER_TOPICS.items() if kind in _CHANGES
 ]
+_FOLLOWED += [get_topic(FIRST_CHANGES[kind]) for kind in _CHANGES]  # a new person's first change
 # Waits read back from the log (after a restart): the person is owed a push again.
 _READ_BACK = {WaitingReason.BUDGET_SPENT, WaitingReason.API_LIMIT, WaitingReason.FIELD_MISSING}
 
@@ -189,7 +190,8 @@ class Pusher:
             event = self.store.mapper.to_domain_event(notification)
             if isinstance(event, Person.Registered):
                 self._remember(event.originator_id, event.key)
-                continue
+                if not isinstance(event, Person.Changed):
+                    continue  # else a new person's first change: the change, below
             for key in self._affected(event):
                 self._schedule(key, notification.id, now)
         if notifications:

@@ -36,7 +36,15 @@ from eventsourcing.utils import get_topic
 from domain.first_change import FirstChanges
 from domain.identity import aggregate_id, is_address, record_type
 from domain.input_gap import InputGap
-from domain.person import FORMER_TOPICS, Person, Provenance, Standing, address_state, standing
+from domain.person import (
+    FIRST_CHANGES,
+    FORMER_TOPICS,
+    Person,
+    Provenance,
+    Standing,
+    address_state,
+    standing,
+)
 from domain.rule import ChangeKind, MarkAsDict, OptOut, OptOutAsDict
 
 __all__ = [
@@ -118,10 +126,13 @@ class Index(Protocol):
 
 
 _CHANGE_CLASSES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
-# Read by topic, including the names changes were stored under before a rename.
-_CHANGE_TOPICS = [get_topic(kind) for kind in _CHANGE_CLASSES] + [
-    former for former, kind in FORMER_TOPICS.items() if kind in _CHANGE_CLASSES
-]
+# Read by topic, including the names changes were stored under before a rename, and a new
+# person's first change (one event that registers them and is the change).
+_CHANGE_TOPICS = (
+    [get_topic(kind) for kind in _CHANGE_CLASSES]
+    + [former for former, kind in FORMER_TOPICS.items() if kind in _CHANGE_CLASSES]
+    + [get_topic(FIRST_CHANGES[kind]) for kind in _CHANGE_CLASSES]
+)
 
 
 class ChangeRecorder(EventSourcedProjection[UUID]):
@@ -275,7 +286,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 cache.put(person_id, person)
         return []
 
-    def _first_change(self, change: Change) -> tuple[StoredEvent, StoredEvent]:
+    def _first_change(self, change: Change) -> tuple[StoredEvent]:
         refusal = refusal_of(change)
         if refusal is not None:
             raise ValueError(refusal)

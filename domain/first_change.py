@@ -1,6 +1,7 @@
-"""A new person's first change, stored without building the person: the stored events the
-library's path (register the person, apply the change, map each event) would store, made
-straight from the change.
+"""A new person's first change, stored without building the person: the one stored event the
+library's path (register the person, apply the change, map the event: a `Person.FirstUnsubscribed`
+or its siblings, which register the person and make the change) would store, made straight from
+the change.
 
 Most changes the ingest sees create a person, and the aggregate and its event objects cost more
 than the rest of the change together; nothing reads them before the next change of that person,
@@ -19,21 +20,17 @@ from eventsourcing.persistence import StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from domain.identity import aggregate_id
-from domain.person import Person, change_fields
+from domain.person import FIRST_CHANGES, Person, change_fields
 from domain.rule import ChangeKind
 
 _PERSON = get_topic(Person)
-_REGISTERED = get_topic(Person.Registered)
 _TOPICS = {
-    ChangeKind.UNSUBSCRIBED: get_topic(Person.Unsubscribed),
-    ChangeKind.UNSUBSCRIBE_REMOVED: get_topic(Person.UnsubscribeRemoved),
-    ChangeKind.PERSON_LINKED: get_topic(Person.PersonLinked),
+    ChangeKind.UNSUBSCRIBED: get_topic(FIRST_CHANGES[Person.Unsubscribed]),
+    ChangeKind.UNSUBSCRIBE_REMOVED: get_topic(FIRST_CHANGES[Person.UnsubscribeRemoved]),
+    ChangeKind.PERSON_LINKED: get_topic(FIRST_CHANGES[Person.PersonLinked]),
 }
 _CHANGED_VERSION = Person.Changed.class_version
-assert all(
-    getattr(kind, "class_version", 1) == _CHANGED_VERSION
-    for kind in (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
-)
+assert all(getattr(kind, "class_version", 1) == _CHANGED_VERSION for kind in FIRST_CHANGES.values())
 
 
 class FirstChanges:
@@ -52,22 +49,26 @@ class FirstChanges:
         except Exception:  # it cannot encode the probe's types by itself: the events decide
             self.direct = False
 
-    def events(self, change: Any, provenance: Any) -> tuple[StoredEvent, StoredEvent]:
-        """The two stored events of a new person's first change (`change`: a
+    def events(self, change: Any, provenance: Any) -> tuple[StoredEvent]:
+        """The stored event of a new person's first change (`change`: a
         `domain.application.Change` the domain accepts; `provenance`: its provenance, free of
-        addresses)."""
-        person_id = aggregate_id(change.person_key)
+        addresses), in a tuple (a first change was once stored as two)."""
         now = Person.Registered.create_timestamp()
-        registered = {"timestamp": now, "originator_topic": _PERSON, "key": change.person_key}
-        state = {"timestamp": now, **change_fields(provenance, change.mailbox, now)}
+        # In the event's field order: the registration's, the change's, then the key.
+        state = {
+            "timestamp": now,
+            "originator_topic": _PERSON,
+            **change_fields(provenance, change.mailbox, now),
+        }
         if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
             state["salesforce_id"] = change.salesforce_id
         if change.kind is ChangeKind.PERSON_LINKED:
             state["previous_salesforce_id"] = None  # a new person was linked to nothing
+        state["key"] = change.person_key
         state["class_version"] = _CHANGED_VERSION
         if self.direct:
             stamp = {"_type_": "datetime_iso", "_data_": now.isoformat()}
-            registered["timestamp"] = state["timestamp"] = stamp
+            state["timestamp"] = stamp
             state["event_id"] = {"_type_": "uuid_hex", "_data_": provenance.event_id.hex}
             occurred = state["occurred_at"]
             state["occurred_at"] = (
@@ -75,13 +76,10 @@ class FirstChanges:
                 if occurred is now
                 else {"_type_": "datetime_iso", "_data_": occurred.isoformat()}
             )
-            encode = _ENCODE
+            encoded = _ENCODE(state)
         else:
-            encode = self.transcoder.encode
-        return (
-            StoredEvent(person_id, 1, _REGISTERED, encode(registered)),
-            StoredEvent(person_id, 2, _TOPICS[change.kind], encode(state)),
-        )
+            encoded = self.transcoder.encode(state)
+        return (StoredEvent(aggregate_id(change.person_key), 1, _TOPICS[change.kind], encoded),)
 
 
 _ENCODE = msgspec.json.Encoder().encode

@@ -28,7 +28,7 @@ from eventsourcing.utils import get_topic
 
 from domain.application import Change, ChangeKind, ChangeRecorder
 from domain.identity import AddressKeys, RecordType, person_key, record_type, to_18
-from domain.person import Person, Provenance, address_state, standing
+from domain.person import FIRST_CHANGES, Person, Provenance, address_state, standing
 from domain.push import Owed, owed_by
 
 # Its own namespace: a pulled change's id never collides with a producer's random UUID.
@@ -213,7 +213,9 @@ def read_persons(store: ChangeRecorder, written: dict[str, str]) -> Iterator[Per
     """Every person and address in the store, read by histories a chunk at a time; `written`
     gains each record a push wrote instead of the person's own (a converted Lead's contact)."""
     ids: list[UUID] = []
-    for notification in _notifications(store, [get_topic(Person.Registered)]):
+    # A new person's first change registers them too.
+    registrations: list[type] = [Person.Registered, *FIRST_CHANGES.values()]
+    for notification in _notifications(store, [get_topic(kind) for kind in registrations]):
         ids.append(_uuid(notification.originator_id))
         if len(ids) >= LOAD_CHUNK:
             yield from _project(store, ids, written)

@@ -56,9 +56,17 @@ def _added_mailbox(state: dict[str, Any]) -> None:
     state["mailbox"] = None
 
 
-class Person(Aggregate):
+class Person(Aggregate, created_event_name="Registered"):
     class Registered(Aggregate.Created):
+        """A person's registration: their key. A new person's first change is stored as one event
+        that is both (`FirstUnsubscribed` and the others below); older stores hold a `Registered`
+        and the change at versions 1 and 2."""
+
         key: str
+
+        def registration(self) -> Person.Registered:
+            """The registration alone (a first change without its change)."""
+            return self
 
     class Changed(Aggregate.Event):
         """Fields every recorded change carries: its provenance, and the address it named (its
@@ -118,6 +126,28 @@ class Person(Aggregate):
         def apply(self, person: Person) -> None:
             person.carry(self.mailbox)
             person.follow_link(self.salesforce_id, self.mark)
+
+    # A new person's first change: one stored event that registers the person (a `Registered`)
+    # and is the change (its fields, its class version, its apply); loading it creates the person
+    # and applies the change. Readers that take it apart: `registration()`, then the change.
+
+    class FirstUnsubscribed(Registered, Unsubscribed):
+        """A new person's first change, an unsubscribe."""
+
+        def registration(self) -> Person.Registered:
+            return _registration(self)
+
+    class FirstUnsubscribeRemoved(Registered, UnsubscribeRemoved):
+        """A new person's first change, a removal."""
+
+        def registration(self) -> Person.Registered:
+            return _registration(self)
+
+    class FirstPersonLinked(Registered, PersonLinked):
+        """A new person's first change, a link."""
+
+        def registration(self) -> Person.Registered:
+            return _registration(self)
 
     # What Salesforce did with a push: outcomes, never changes (the rule's fold ignores them).
 
@@ -216,25 +246,36 @@ class Person(Aggregate):
     ) -> None:
         if salesforce_id is not None:
             record_type(salesforce_id)
-        self.trigger_event(
+        self._change(
             self.Unsubscribed, **change_fields(provenance, mailbox), salesforce_id=salesforce_id
         )
 
     def remove_unsubscribe(self, provenance: Provenance, *, mailbox: str | None = None) -> None:
         if provenance.actor_kind != "user" or not provenance.actor_id or not provenance.reason:
             raise ValueError("removing an unsubscribe needs a named user and a reason")
-        self.trigger_event(self.UnsubscribeRemoved, **change_fields(provenance, mailbox))
+        self._change(self.UnsubscribeRemoved, **change_fields(provenance, mailbox))
 
     def link(
         self, provenance: Provenance, salesforce_id: str, *, mailbox: str | None = None
     ) -> None:
         record_type(salesforce_id)
-        self.trigger_event(
+        self._change(
             self.PersonLinked,
             **change_fields(provenance, mailbox),
             salesforce_id=salesforce_id,
             previous_salesforce_id=self.salesforce_id,
         )
+
+    def _change(self, kind: type[Person.Changed], **fields: Any) -> None:
+        """Triggers a change; a new person's first change (their registration not stored yet)
+        replaces the registration with one event that registers them and makes the change."""
+        pending = self._pending_events
+        if self.version == 1 and len(pending) == 1 and type(pending[0]) is Person.Registered:
+            first = Person._create(FIRST_CHANGES[kind], id=self.id, key=self.key, **fields)
+            vars(self).clear()
+            vars(self).update(vars(first))  # what loading the one event gives
+        else:
+            self.trigger_event(kind, **fields)
 
     def push_accepted(
         self,
@@ -283,6 +324,22 @@ class WaitingReason(StrEnum):
     FIELD_MISSING = "field_missing"  # the opt-out field is not in the org
     BUDGET_SPENT = "budget_spent"  # this process's daily API budget
     API_LIMIT = "api_limit_reached"  # the org's whole allowance (REQUEST_LIMIT_EXCEEDED)
+
+
+# Each change's first-change event (a new person's registration and that change in one).
+FIRST_CHANGES: dict[type[Person.Changed], type[Person.Registered]] = {
+    Person.Unsubscribed: Person.FirstUnsubscribed,
+    Person.UnsubscribeRemoved: Person.FirstUnsubscribeRemoved,
+    Person.PersonLinked: Person.FirstPersonLinked,
+}
+
+
+def _registration(first: Person.Registered) -> Person.Registered:
+    fields = {name: getattr(first, name) for name in _REGISTRATION}
+    return Person.Registered(**fields)
+
+
+_REGISTRATION = ("originator_id", "originator_version", "timestamp", "originator_topic", "key")
 
 
 # Stored events name their class by topic: the names events had before they were renamed.

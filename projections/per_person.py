@@ -17,7 +17,7 @@ import msgspec
 from eventsourcing.utils import get_topic
 
 from domain.identity import aggregate_id, is_address, record_type
-from domain.person import FORMER_TOPICS, Person
+from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person
 from domain.rule import Mark, OptOut, later
 from projections.stored import (
     OUTCOMES,
@@ -40,6 +40,7 @@ _OUTCOME_EVENTS = (Person.OptOutAccepted, Person.OptOutRefused, Person.PushWaiti
 PERSON_TOPICS = [get_topic(kind) for kind in (Person.Registered, *CHANGES, *_OUTCOME_EVENTS)] + [
     former for former, kind in FORMER_TOPICS.items() if kind in CHANGES
 ]
+PERSON_TOPICS += [get_topic(FIRST_CHANGES[kind]) for kind in CHANGES]  # registered and changed
 
 
 class Fold(msgspec.Struct, kw_only=True):

@@ -16,7 +16,7 @@ import msgspec
 
 from domain.application import ChangeRecorder
 from domain.identity import is_address
-from domain.person import Person, Standing
+from domain.person import FIRST_CHANGES, Person, Standing
 from domain.rule import Mark
 
 
@@ -73,11 +73,12 @@ class AddressLookup(msgspec.Struct, frozen=True, kw_only=True):
     persons: list[PersonState]
 
 
-_CHANGE_NAMES = {
+_CHANGE_NAMES: dict[type, str] = {
     Person.Unsubscribed: "unsubscribed",
     Person.UnsubscribeRemoved: "unsubscribe_removed",
     Person.PersonLinked: "person_linked",
 }
+_CHANGE_NAMES.update({first: _CHANGE_NAMES[kind] for kind, first in FIRST_CHANGES.items()})
 
 
 def state_of(log: ChangeRecorder, key: str) -> PersonState | None:

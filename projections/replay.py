@@ -21,11 +21,11 @@ from eventsourcing.utils import get_topic
 
 from domain.application import ChangeRecorder
 from domain.identity import is_address
-from domain.person import FORMER_TOPICS, Person, Standing, address_state, standing
+from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person, Standing, address_state, standing
 from domain.rule import Mark, OptOut
 
 PAGE = 1000
-_PERSON_EVENTS = (
+_PERSON_EVENTS: tuple[type, ...] = (
     Person.Registered,
     Person.Unsubscribed,
     Person.UnsubscribeRemoved,
@@ -33,6 +33,7 @@ _PERSON_EVENTS = (
     Person.OptOutAccepted,
     Person.OptOutRefused,
     Person.PushWaiting,
+    *FIRST_CHANGES.values(),
 )
 # Read by topic: other aggregates' events (accepted gaps) and unknown newer types are left alone.
 PERSON_TOPICS = [get_topic(kind) for kind in _PERSON_EVENTS] + list(FORMER_TOPICS)
@@ -64,10 +65,12 @@ def fold(events: Iterable[Person.Event], as_of: datetime, by: By) -> Folded | No
     folded: Folded | None = None
     for event in events:
         if isinstance(event, Person.Registered):
-            created = event.mutate(None)
+            created = event.registration().mutate(None)
             assert isinstance(created, Person)
             folded = Folded(created)
-        elif folded is not None and counts(event, as_of, by):
+            if not isinstance(event, Person.Changed):
+                continue  # else a new person's first change: registered, then the change
+        if folded is not None and counts(event, as_of, by):
             event.apply(folded.person)
             folded.changes += isinstance(event, Person.Changed)
     return folded
@@ -144,10 +147,11 @@ def whole_log(log: ChangeRecorder, as_of: datetime, by: By = By.RECORDED) -> tup
     considered = 0
     for event in _person_events(log):
         if isinstance(event, Person.Registered):
-            created = event.mutate(None)
+            created = event.registration().mutate(None)
             assert isinstance(created, Person)
             folded[event.originator_id] = Folded(created)
-            continue
+            if not isinstance(event, Person.Changed):
+                continue  # else a new person's first change: registered, then the change
         found = folded.get(event.originator_id)
         if found is not None and counts(event, as_of, by):
             event.apply(found.person)

@@ -22,7 +22,7 @@ import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
-from domain.person import FORMER_TOPICS, Person
+from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person
 from domain.rule import Mark
 from projections.timestamps import utc_text
 from projections.views import StoredRow
@@ -170,6 +170,43 @@ READERS: dict[str, Reader] = {}
 _MANY = {topic: msgspec.json.Decoder(list[kind]).decode for topic, kind in FACT_OF_TOPIC.items()}  # type: ignore[valid-type]
 
 
+class _Key(msgspec.Struct, gc=False):
+    key: str
+
+
+_KEY = msgspec.json.Decoder(_Key).decode
+
+
+def _first_change_reader(kind: type[Change]) -> Reader:
+    """A new person's first change (`Person.FirstUnsubscribed` and its siblings): a registration
+    and the change, at the same version."""
+    decode = msgspec.json.Decoder(kind).decode
+
+    def read(position: int, person_id: str, version: int, state: bytes, out: Page) -> None:
+        change = _upcast(decode(state))
+        change.person_id, change.version = person_id, version
+        key = _KEY(state).key
+        out.append(
+            (
+                position,
+                Registered(person_id=person_id, version=version, stamp=change.stamp, key=key),
+            )
+        )
+        out.append((position, change))
+
+    return read
+
+
+# The change each first change is, as a fact (the registration is a `Registered`).
+_FIRST_KINDS: dict[type[Any], type[Change]] = {
+    FIRST_CHANGES[event]: _KINDS[event]  # type: ignore[misc]
+    for event in (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
+}
+READERS.update(
+    (get_topic(first), _first_change_reader(kind)) for first, kind in _FIRST_KINDS.items()
+)
+
+
 def _upcast(fact: Change) -> Change:
     if fact.class_version < Change.CLASS_VERSION:
         fact.mailbox = None  # upcast_v1_v2: 0.1 named no address key (its clear email is ignored)
@@ -179,7 +216,7 @@ def _upcast(fact: Change) -> Change:
 
 def facts_of_event(event: object, out: Page, position: int) -> None:
     """The domain-event path: the facts of a domain event (none for one the read models ignore)."""
-    kind = _KINDS.get(type(event))
+    kind = _KINDS.get(type(event)) or _FIRST_KINDS.get(type(event))
     if kind is None:
         return
     common: dict[str, Any] = {
@@ -188,6 +225,8 @@ def facts_of_event(event: object, out: Page, position: int) -> None:
         "stamp": Stamp(event.timestamp.isoformat()),  # type: ignore[attr-defined]
     }
     fields = event.__dict__
+    if type(event) in _FIRST_KINDS:  # a new person's first change: registered, then the change
+        out.append((position, Registered(**common, key=fields["key"])))
     if kind is Registered:
         fact: Fact = Registered(**common, key=fields["key"])
     elif issubclass(kind, Change):

@@ -2,7 +2,9 @@
 gives them exactly what the domain-event path gives (eventsourcing's mapper, then the facts of
 each domain event): the same facts for every stored event, and the same rows in every read model
 built both ways over one log — on SQLite and PostgreSQL, with every kind of stored event: a
-registration, an unsubscribe, a removal, a link, the former topic name of a link, a version-1
+registration, an unsubscribe, a removal, a link, a new person's first change of each kind (one
+event that registers and changes), a first change stored the older way (a registration and the
+change), the former topic name of a link, a version-1
 change (no mailbox; its clear email never reaches a read model), the three push outcomes, an
 input gap and an unknown topic; and over random logs (hypothesis)."""
 
@@ -17,15 +19,16 @@ from pathlib import Path
 
 import msgspec
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.event_store import environment
 from consumers import bootstrap
 from consumers.read_models import MODELS, read_models
-from domain.application import ChangeRecorder
+from domain.application import Change, ChangeKind, ChangeRecorder
 from domain.identity import person_key
-from domain.person import Person, Provenance
+from domain.person import FIRST_CHANGES, Person, Provenance
 from projections.per_person import PERSON_TOPICS
 from projections.stored import Facts
 from tests.integration.read_model_stream import (
@@ -46,8 +49,10 @@ FORMER_LINK = "domain.person:Person.SalesforceLinked"
 def add_old_shapes(store: ChangeRecorder) -> None:
     """Stored events in the shapes and topics of earlier versions, written as they were stored:
     a version-1 unsubscribe (no `mailbox`, a clear `email`), a version-1 removal, a link under
-    its former topic name; and an event of a topic no read model knows."""
+    its former topic name; a first change stored as a registration and the change; and an event
+    of a topic no read model knows."""
     person = Person.register(person_key("old-shapes"))
+    [registration] = person.collect_events()  # stored alone: the changes are separate events
     mailbox = KEYS.key_of(OLD_EMAIL)
 
     def provenance(minutes: int, actor: str = "recipient") -> Provenance:
@@ -59,12 +64,49 @@ def add_old_shapes(store: ChangeRecorder) -> None:
     person.unsubscribe(provenance(1), mailbox=mailbox, salesforce_id="0035g00000AbCdEAAV")
     person.remove_unsubscribe(provenance(2, "user"), mailbox=mailbox)
     person.link(provenance(3, "system"), "00Q5g00000AbCdEAAV")
-    stored = [store.mapper.to_stored_event(e) for e in person.collect_events()]
+    stored = [store.mapper.to_stored_event(e) for e in (registration, *person.collect_events())]
     registered, unsubscribed, removed, linked = stored
     stored = [registered, _version_one(unsubscribed), _version_one(removed)]
     stored.append(StoredEvent(linked.originator_id, 4, FORMER_LINK, linked.state))
     stored.append(StoredEvent(uuid.uuid4(), 1, "somewhere.else:Unknown", b'{"x":1}'))
+    older = Person.register(person_key("older-first"))
+    events = older.collect_events()
+    older.unsubscribe(provenance(4), mailbox=KEYS.key_of("older@example.com"))
+    events += older.collect_events()
+    assert [type(e) for e in events] == [Person.Registered, Person.Unsubscribed]
+    stored += [store.mapper.to_stored_event(e) for e in events]
     store.recorder.insert_events(stored)
+
+
+FIRST_KINDS = {
+    person_key("first-unsubscribed"): "Unsubscribed",
+    person_key("first-removed"): "UnsubscribeRemoved",
+    person_key("first-linked"): "PersonLinked",
+}
+
+
+def record_firsts(store: ChangeRecorder) -> None:
+    """A new person's first change of each kind, each stored as one event."""
+
+    def provenance(actor: str) -> Provenance:
+        return Provenance(
+            uuid.uuid4(), "sales", actor, "rep-1", "Rep <rep@example.com>", "manual", NOW,
+            "asked" if actor == "user" else None,
+        )  # fmt: skip
+
+    keys = list(FIRST_KINDS)
+    store.record(
+        [
+            Change(ChangeKind.UNSUBSCRIBED, keys[0], provenance("recipient"),
+                   KEYS.key_of("first@example.com"), "first@example.com", "0035g00000AbCdEAAV"),
+            Change(ChangeKind.UNSUBSCRIBE_REMOVED, keys[1], provenance("user")),
+            Change(ChangeKind.PERSON_LINKED, keys[2], provenance("system"),
+                   KEYS.key_of("first@example.com"), None, "00Q5g00000AbCdEAAV"),
+        ]
+    )  # fmt: skip
+    for key in keys:
+        [first] = store.history(key)  # one event: registered and changed
+        assert type(first) in FIRST_CHANGES.values()
 
 
 def _version_one(event: StoredEvent) -> StoredEvent:
@@ -104,6 +146,7 @@ def test_every_kind_of_stored_event_gives_the_read_models_the_same_facts_and_row
     record_stream(store, rnd, batches=12, size=10)  # changes of every kind, and push outcomes
     store.record_gap("inbound:0", 5, 9, "ops")
     add_old_shapes(store)
+    record_firsts(store)
 
     fast, slow, decoder = facts_both_ways(store)
     assert fast == slow
@@ -118,6 +161,13 @@ def test_every_kind_of_stored_event_gives_the_read_models_the_same_facts_and_row
         "Registered", "Unsubscribed", "UnsubscribeRemoved", "PersonLinked",
     ]  # fmt: skip
     assert [getattr(f, "mailbox", None) for f in old] == [None] * 4, "version 1 named no mailbox"
+    models = read_models(store)
+    topics = {row[3] for row in models.follower.stored_page(0, 1_000_000, [])}
+    models.close()
+    assert {get_topic(first) for first in FIRST_CHANGES.values()} <= topics
+    for key, kind in FIRST_KINDS.items():  # a registration and the change, at version 1
+        mine = [f for _, f in fast if f.person_id == Person.create_id(key).hex]
+        assert [(type(f).__name__, f.version) for f in mine] == [("Registered", 1), (kind, 1)]
 
     built, rebuilt = rows_both_ways(store)
     assert built == rebuilt

@@ -182,12 +182,12 @@ def every_kind_of_write(log: ChangeRecorder) -> None:
     # INSERT ... SELECT drew 4 ids for 2 rows, COPY 2), which later ids would show.
     # The first row is new, the second taken: neither is written, nor the position.
     gus = log.recorder.select_events(aggregate_id("person:gus"))
-    assert [e.originator_version for e in gus] == [1, 2]
+    assert [e.originator_version for e in gus] == [1]  # registered with the first change
     with pytest.raises(REFUSED):
         log.recorder.insert_events(
             [
                 StoredEvent(e.originator_id, v, e.topic, e.state)
-                for e, v in ((gus[1], 3), (gus[0], 1))
+                for e, v in ((gus[0], 2), (gus[0], 1))
             ],
             tracking=Tracking("inbound:2", 8),
         )
@@ -243,7 +243,7 @@ def test_the_copy_path_stores_what_the_library_stores_byte_for_byte(
             copier.recorder.insert_events(call.stored_events, **call.kwargs)
 
     expected, got = rows(recorder_at(library_url)), rows(copier)
-    assert len(expected["events"]) > 15 and len(expected["chain"]) >= 5
+    assert len(expected["events"]) >= 14 and len(expected["chain"]) >= 5
     for table in TABLES:
         assert got[table] == expected[table], table
 
@@ -300,10 +300,11 @@ def test_a_stale_writer_is_refused_by_copy_and_records_again_on_a_fresh_read(
     stale.record([change("person:ada", at=AT + timedelta(hours=2))], Tracking("inbound:0", 2))
 
     assert [call.refused for call in CALLS] == [True, False]  # refused, then written
-    assert [e.originator_version for e in CALLS[0].stored_events] == [4]  # the stale version
-    assert [e.originator_version for e in CALLS[1].stored_events] == [5]
+    # The first change registered the person: versions 1 and 2, then the other writer's 3.
+    assert [e.originator_version for e in CALLS[0].stored_events] == [3]  # the stale version
+    assert [e.originator_version for e in CALLS[1].stored_events] == [4]
     history = stale.recorder.select_events(aggregate_id("person:ada"))
-    assert [e.originator_version for e in history] == [1, 2, 3, 4, 5]
+    assert [e.originator_version for e in history] == [1, 2, 3, 4]
     assert stale.positions(["inbound:0", "inbound:1"]) == {"inbound:0": 2, "inbound:1": 1}
 
 

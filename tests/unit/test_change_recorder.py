@@ -98,7 +98,8 @@ def test_history_lists_each_change_of_a_person(log: ChangeRecorder) -> None:
     person = log.person("person:p1")
     assert person is not None and person.salesforce_id == "0035g00000AbCdEAAV"
     kinds = [type(e).__name__ for e in log.history("person:p1")]
-    assert kinds == ["Registered", "Unsubscribed", "Unsubscribed", "PersonLinked"]
+    # A new person's first change registers them and is the change, in one event.
+    assert kinds == ["FirstUnsubscribed", "Unsubscribed", "PersonLinked"]
 
 
 @pytest.mark.parametrize("order", ["email first", "id first"])
@@ -169,7 +170,7 @@ def test_a_person_with_ten_thousand_changes_loads_like_one_with_ten(log: ChangeR
         for _ in range(20):
             batch = ChangeBatch([change(key)])
             log._load_persons(batch, batch.changes, [aggregate_id(key)])
-            assert log._person_for(batch, key, aggregate_id(key)).version > 10
+            assert log._person_for(batch, key, aggregate_id(key)).version >= 10
         return time.perf_counter() - started
 
     # Loaded from its latest snapshot plus fewer than SNAPSHOT_EVERY events.
@@ -178,7 +179,7 @@ def test_a_person_with_ten_thousand_changes_loads_like_one_with_ten(log: ChangeR
     assert len(events) <= 100 and events[0].topic.endswith("Snapshot")
     assert load_time("person:long") < 10 * load_time("person:short") + 0.05
     person = log.person("person:long")
-    assert person is not None and person.version == 10_001
+    assert person is not None and person.version == 10_000  # the first change registers
 
 
 def test_the_domain_names_what_it_would_refuse_before_anything_is_recorded() -> None:

@@ -1,6 +1,8 @@
 """A new person's first change, stored without building the person, stores exactly what the
 library's path (register, apply, map) stores: the same rows, byte for byte, on every kind of
-change and in batches that mix new, known and repeated persons."""
+change and in batches that mix new, known and repeated persons. Either way it is one stored event
+(`Person.FirstUnsubscribed` and its siblings); histories stored the older way (a `Registered`
+and the change) load to the same person."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import msgspec
 import pytest
 from eventsourcing import domain as es_domain
 from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.event_store import ADDRESSES, CARRIERS, CHANGE_IDS, environment
 from domain.application import Change, ChangeKind, ChangeRecorder, ChangesFailed
 from domain.identity import AddressKeys
-from domain.person import Provenance
+from domain.person import FIRST_CHANGES, Person, Provenance
 
 RECORDED = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 KEYS = AddressKeys(b"k" * 32)
@@ -103,7 +106,11 @@ def test_first_changes_store_what_the_library_path_stores(
             store.record(batch, Tracking("changes:0", offset))
     for store in stores.values():
         store.close()
-    assert rows(here / "True.sqlite") == rows(here / "False.sqlite")
+    stored = rows(here / "True.sqlite")
+    assert stored == rows(here / "False.sqlite")
+    # Every person starts with one event that registers them and is their first change.
+    firsts = {get_topic(first) for first in FIRST_CHANGES.values()}
+    assert {topic for _, version, topic, _ in stored["events"] if version == 1} <= firsts
 
 
 @pytest.mark.parametrize("kind", list(ChangeKind))
@@ -117,12 +124,94 @@ def test_each_kind_for_a_new_person_takes_the_direct_path(tmp_path: Path, kind: 
         assert bool(batch.persons) is not direct  # the direct path built no person
         store.close()
     assert rows(paths[True]) == rows(paths[False])
-    assert len(rows(paths[True])["events"]) == 2
+    [(_, version, topic, _)] = rows(paths[True])["events"]  # one event registers and changes
+    assert version == 1 and topic == get_topic(FIRST_CHANGES[_CHANGE_CLASSES[kind]])
     store = recorder(paths[True], True)
     assert store._firsts.direct  # the store's transcoder writes the library's JSON: straight
     person = store.person(change.person_key)
-    assert person is not None and person.version == 2  # it loads like any other person
+    assert person is not None and person.version == 1  # it loads like any other person
+    [event] = store.history(change.person_key)
+    assert isinstance(event, Person.Registered) and isinstance(event, _CHANGE_CLASSES[kind])
+    assert event.registration().key == change.person_key
+    assert type(event.registration()) is Person.Registered
     store.close()
+
+
+_CHANGE_CLASSES = {
+    ChangeKind.UNSUBSCRIBED: Person.Unsubscribed,
+    ChangeKind.UNSUBSCRIBE_REMOVED: Person.UnsubscribeRemoved,
+    ChangeKind.PERSON_LINKED: Person.PersonLinked,
+}
+
+
+@pytest.mark.parametrize("kind", list(ChangeKind))
+def test_the_person_the_domain_holds_is_the_one_its_first_event_loads(kind: ChangeKind) -> None:
+    from domain.application import _apply
+
+    change = make_change(kind, 1, 2, "recipient", 3)
+    person = Person.register(change.person_key)
+    _apply(person, change)
+    [first] = person.collect_events()
+    assert type(first) is FIRST_CHANGES[_CHANGE_CLASSES[kind]] and first.originator_version == 1
+    loaded = first.mutate(None)
+    assert vars(loaded) == vars(person) and person.version == 1
+    _apply(person, make_change(kind, 1, 3, "user", 4))  # a later change is a change
+    [later] = person.collect_events()
+    assert type(later) is _CHANGE_CLASSES[kind] and later.originator_version == 2
+
+
+def state_of(person: Person) -> tuple[object, ...]:
+    return (
+        person.key,
+        person.own,
+        person.by_recipient,
+        person.mailboxes,
+        person.salesforce_id,
+        person.salesforce_mark,
+    )
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(first=changes, then=st.lists(changes, max_size=3))
+def test_a_history_stored_the_older_way_loads_to_the_same_person(
+    tmp_path_factory: pytest.TempPathFactory, first: Change, then: list[Change]
+) -> None:
+    """The older way: a `Registered` at version 1 and the change at version 2, as stored before
+    first changes were one event; later changes follow either way."""
+    from domain.application import _apply
+
+    here = tmp_path_factory.mktemp("older")
+    new, old = recorder(here / "new.sqlite", True), recorder(here / "old.sqlite", True)
+    first = msgspec.structs.replace(first, person_key="person:p1")
+    then = [msgspec.structs.replace(c, person_key="person:p1") for c in then]
+    new.record([first], Tracking("changes:0", 0))
+    older = Person.register(first.person_key)
+    _apply(older, first)
+    [one] = older.collect_events()
+    # The same change, as the older code stored it: the registration, then the change.
+    registration = one.registration()  # type: ignore[attr-defined]
+    change = {k: v for k, v in vars(one).items() if k not in ("originator_topic", "key")}
+    change["originator_version"] = 2
+    as_change = _CHANGE_CLASSES[first.kind](**change)
+    old.recorder.insert_events(
+        [old.mapper.to_stored_event(e) for e in (registration, as_change)],
+        tracking=Tracking("changes:0", 0),
+        change_ids=[first.provenance.event_id],
+        addresses={first.mailbox: first.email} if first.mailbox and first.email else {},
+        carriers=[(first.mailbox, first.person_key)] if first.mailbox else [],
+    )
+    for offset, change_ in enumerate(then, start=1):
+        for store in (new, old):
+            store.record([change_], Tracking("changes:0", offset))
+    loaded_new, loaded_old = new.person("person:p1"), old.person("person:p1")
+    assert loaded_new is not None and loaded_old is not None
+    assert state_of(loaded_new) == state_of(loaded_old)
+    assert new.standing("person:p1")[1] == old.standing("person:p1")[1]
+    assert loaded_old.version == loaded_new.version + 1
+    new.close()
+    old.close()
 
 
 def test_a_future_time_is_capped_at_the_moment_recorded(tmp_path: Path) -> None:
@@ -152,8 +241,8 @@ def test_a_transcoder_of_another_format_is_used_as_it_is() -> None:
     firsts = FirstChanges(shouting)
     assert not firsts.direct
     change = make_change(ChangeKind.UNSUBSCRIBED, 1, 2, "recipient", 3)
-    registered, _ = firsts.events(change, change.provenance)
-    assert registered.state == registered.state.upper() and b"PERSON:P1" in registered.state
+    [first] = firsts.events(change, change.provenance)
+    assert first.state == first.state.upper() and b"PERSON:P1" in first.state
 
 
 @pytest.mark.parametrize("direct", [False, True])
