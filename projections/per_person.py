@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 from domain.identity import aggregate_id, is_address, record_type
 from domain.person import FORMER_TOPICS, Person
 from domain.rule import Mark, OptOut, later
+from projections.rule_fold import Order, offer, opted_out_since
 from projections.stored import (
     OUTCOMES,
     Accepted,
@@ -125,6 +126,7 @@ class PersonStates:
         )
         load(named)
         touched: set[str] = set()
+        page = _PageLatest()
         for position, event in events:
             person_id = event.person_id
             kind = type(event)
@@ -143,9 +145,10 @@ class PersonStates:
             positions[person_id] = position
             touched.add(person_id)
             if kind in _CHANGES:
-                self._change(fold, event, folds, positions, position, touched)  # type: ignore[arg-type]
+                _change(fold, person_id, event, folds, positions, position, touched, page)  # type: ignore[arg-type]
             elif kind in _OUTCOME_KINDS:
                 _outcome(fold, event)
+        page.settle(folds)
         # One mailbox, one answer: a touched address changes its carriers' answers.
         id_of = {fold.key: person_id for person_id, fold in folds.items()}  # no uuid5 for these
         carriers = {
@@ -162,46 +165,6 @@ class PersonStates:
         for person_id in touched:
             upserts.upsert(PERSON_STATE, self._row(person_id, folds, positions[person_id], answers))
         return upserts
-
-    def _change(
-        self,
-        fold: Fold,
-        event: Change,
-        folds: dict[str, Fold],
-        positions: dict[str, int],
-        position: int,
-        touched: set[str],
-    ) -> None:
-        mark = event.mark
-        kind = type(event)
-        if kind is Unsubscribed:
-            fold.own = fold.own.unsubscribed(mark)
-            at, sources = mark.occurred_at, fold.own_sources
-            if event.source not in sources or sources[event.source] < at:
-                sources[event.source] = at
-            if event.salesforce_id:
-                _follow(fold, event.salesforce_id, mark)
-        elif kind is UnsubscribeRemoved:
-            fold.own = fold.own.removed(mark)
-            fold.outcome = fold.outcome_detail = fold.outcome_at = None  # pushed afresh later
-        elif event.salesforce_id is not None:  # a link
-            _follow(fold, event.salesforce_id, mark)
-        mailbox = event.mailbox
-        if not mailbox or mailbox == fold.key:
-            return
-        address_id = _row_id(mailbox)
-        address = folds.get(address_id) or folds.setdefault(address_id, Fold(key=mailbox))
-        positions[address_id] = position
-        touched.add(address_id)
-        if mailbox not in fold.mailboxes:
-            fold.mailboxes.append(mailbox)
-        if fold.key not in address.carriers:
-            address.carriers.append(fold.key)
-        if kind is Unsubscribed and event.actor_kind == "recipient":
-            address.recipient = later(address.recipient, mark)
-            at, sources = mark.occurred_at, address.recipient_sources
-            if event.source not in sources or sources[event.source] < at:
-                sources[event.source] = at
 
     def _row(
         self,
@@ -256,11 +219,80 @@ _OUTCOME_KINDS = frozenset(OUTCOMES)
 
 
 def _answer(fold: Fold) -> _Answer:
-    state = fold.state
-    if not state.opted_out:
+    since = opted_out_since(fold.own, fold.recipient)  # `fold.state`, without building it
+    if since is None:
         return _NO_ANSWER
-    unsubscribe = state.unsubscribe
-    return True, unsubscribe.occurred_at if unsubscribe else None, fold.counting_sources()
+    return True, since, fold.counting_sources()
+
+
+def _change(
+    fold: Fold,
+    person_id: str,
+    event: Change,
+    folds: dict[str, Fold],
+    positions: dict[str, int],
+    position: int,
+    touched: set[str],
+    page: _PageLatest,
+) -> None:
+    at = datetime.fromisoformat(event.occurred.text)
+    order = (at, event.event.id.int)  # rule_fold.order_of, inline: a rebuild meets millions
+    kind = type(event)
+    if kind is Unsubscribed:
+        offer(page.unsubscribes, person_id, order, event)
+        sources = fold.own_sources
+        if event.source not in sources or sources[event.source] < at:
+            sources[event.source] = at
+        if event.salesforce_id:
+            offer(page.links, person_id, order, event)
+    elif kind is UnsubscribeRemoved:
+        offer(page.removals, person_id, order, event)
+        fold.outcome = fold.outcome_detail = fold.outcome_at = None  # pushed afresh later
+    elif event.salesforce_id is not None:  # a link
+        offer(page.links, person_id, order, event)
+    mailbox = event.mailbox
+    if not mailbox or mailbox == fold.key:
+        return
+    address_id = _row_id(mailbox)
+    address = folds.get(address_id) or folds.setdefault(address_id, Fold(key=mailbox))
+    positions[address_id] = position
+    touched.add(address_id)
+    if mailbox not in fold.mailboxes:
+        fold.mailboxes.append(mailbox)
+    if fold.key not in address.carriers:
+        address.carriers.append(fold.key)
+    if kind is Unsubscribed and event.actor_kind == "recipient":
+        offer(page.recipients, address_id, order, event)
+        sources = address.recipient_sources
+        if event.source not in sources or sources[event.source] < at:
+            sources[event.source] = at
+
+
+class _PageLatest:
+    """Per row, the latest of a page's own unsubscribes, removals, its recipient's unsubscribes
+    and the changes naming a Salesforce id: only these become marks (`projections.rule_fold`)."""
+
+    __slots__ = ("links", "recipients", "removals", "unsubscribes")
+
+    def __init__(self) -> None:
+        self.unsubscribes: dict[str, tuple[Order, Change]] = {}
+        self.removals: dict[str, tuple[Order, Change]] = {}
+        self.recipients: dict[str, tuple[Order, Change]] = {}
+        self.links: dict[str, tuple[Order, Change]] = {}
+
+    def settle(self, folds: dict[str, Fold]) -> None:
+        """Folds each row's latest ones into it, as the rule folds marks (`later`)."""
+        for row_id, (_, change) in self.unsubscribes.items():
+            fold = folds[row_id]
+            fold.own = fold.own.unsubscribed(change.mark)
+        for row_id, (_, change) in self.removals.items():
+            fold = folds[row_id]
+            fold.own = fold.own.removed(change.mark)
+        for row_id, (_, change) in self.recipients.items():
+            fold = folds[row_id]
+            fold.recipient = later(fold.recipient, change.mark)
+        for row_id, (_, change) in self.links.items():
+            _follow(folds[row_id], str(change.salesforce_id), change.mark)
 
 
 @lru_cache(maxsize=1 << 16)
