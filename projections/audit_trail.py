@@ -83,10 +83,11 @@ class AuditTrail:
             key = keys.get(person_id)
             if key is None:
                 continue
+            # A row at an event's position: no earlier page wrote it.
             if isinstance(event, Change):
-                writes.upsert(AUDIT, _change_row(position, key, event))
+                writes.insert(AUDIT, _change_row(position, key, event))
             elif isinstance(event, OUTCOMES):
-                writes.upsert(AUDIT, _outcome_row(position, key, event))
+                writes.insert(AUDIT, _outcome_row(position, key, event))
                 _outcome_of_unsubscribes(writes, position, key, event)
         return writes
 

@@ -48,15 +48,25 @@ def view(table: Table | str) -> str:
 @dataclass
 class Writes:
     """What a page of events does to a read model's tables, applied in one transaction:
-    `upserts` replace rows by primary key; then `statements`, in order, each SQL with `?`
-    parameters and `{table}` standing for the physical name of the table it names."""
+    `inserts` add rows whose keys the table does not hold, `upserts` replace rows by primary
+    key; then `statements`, in order, each SQL with `?` parameters and `{table}` standing for
+    the physical name of the table it names."""
 
     upserts: dict[str, dict[Row, Row]] = field(default_factory=dict)
     statements: list[tuple[str, str, Row]] = field(default_factory=list)
+    inserts: dict[str, dict[Row, Row]] = field(default_factory=dict)
 
     def upsert(self, table: Table, row: Row) -> None:
         key = row[: len(table.key)]
         self.upserts.setdefault(table.name, {})[key] = row
+
+    def insert(self, table: Table, row: Row) -> None:
+        """A row whose key the table cannot hold yet: the model read that it is absent (a page
+        is written only if no other writer moved the generation meanwhile), or its key is the
+        position of an event of this page. Written without a conflict check (on PostgreSQL by
+        COPY straight into the table); one that is there after all fails the write."""
+        key = row[: len(table.key)]
+        self.inserts.setdefault(table.name, {})[key] = row
 
     def execute(self, table: Table, sql: str, params: Row = ()) -> None:
         self.statements.append((table.name, sql, params))
