@@ -68,10 +68,16 @@ class Fold(msgspec.Struct, kw_only=True):
     def counting_sources(self) -> dict[str, datetime]:
         """Sources of the unsubscribes that still count (not older than the latest removal)."""
         removal = self.own.removal
-        found: dict[str, datetime] = {}
-        for source, at in [*self.own_sources.items(), *self.recipient_sources.items()]:
-            if removal is None or at >= removal.occurred_at:
-                found[source] = max(at, found.get(source, at))
+        if removal is None:
+            found = dict(self.own_sources)
+        else:
+            cut = removal.occurred_at
+            found = {source: at for source, at in self.own_sources.items() if at >= cut}
+        for source, at in self.recipient_sources.items():
+            if (removal is None or at >= removal.occurred_at) and (
+                source not in found or found[source] < at
+            ):
+                found[source] = at
         return found
 
 
