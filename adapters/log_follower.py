@@ -43,6 +43,12 @@ class LogFollower:
         """Whether waits are woken by the database (PostgreSQL) rather than polled (SQLite)."""
         return isinstance(self.recorder, PostgresApplicationRecorder)
 
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether a page is best read while the one before is applied: the database reads in
+        its own process (PostgreSQL), not in this one's thread (SQLite)."""
+        return self.listens
+
     def page(self, after: int, limit: int, topics: Sequence[str] = ()) -> Sequence[Notification]:
         """Up to `limit` notifications with an id above `after`, in log order."""
         return self.recorder.select_notifications(

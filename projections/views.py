@@ -14,6 +14,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -187,18 +188,26 @@ class Projector:
         head = self.follower.head() if until is None else until  # first: the log must exist
         generation = self.ensure() if generation is None else generation
         at = self.store.position(self.model.name, generation)
-        while at < head and not self.follower.stopping.is_set():
-            at = self.step(generation, at, head, page)
-            if progress is not None:
-                progress(at, head)
+        with ReadAhead(self.follower, page or self.page, self.model.topics) as read:
+            while at < head and not self.follower.stopping.is_set():
+                at = self.step(generation, at, head, page, read)
+                if progress is not None:
+                    progress(at, head)
         return at
 
     def step(
-        self, generation: int, at: int, head: int | None = None, page: int | None = None
+        self,
+        generation: int,
+        at: int,
+        head: int | None = None,
+        page: int | None = None,
+        read: Callable[[int], Sequence[StoredRow]] | None = None,
     ) -> int:
         """One page after `at`; returns the new position (re-read if another runner moved it)."""
         page = page or self.page
-        notifications = self.follower.stored_page(at, page, self.model.topics)
+        notifications = (
+            read(at) if read is not None else self.follower.stored_page(at, page, self.model.topics)
+        )
         if not notifications:
             # Nothing of ours up to the head: the position moves there without rows.
             to = max(at, head if head is not None else self.follower.head())
@@ -338,6 +347,43 @@ class Status:
     position: int
     head: int
     lag: int  # notifications of the log not yet applied (of any topic)
+
+
+class ReadAhead:
+    """Pages of the log after a position, each full page's successor read meanwhile in another
+    thread where the database does the reading in its own process (PostgreSQL: the follower's
+    `reads_ahead`), while this one's page is decoded, applied and written. On SQLite the read is
+    this process's own work (and would take the GIL back for every row): pages are read in turn.
+    """
+
+    def __init__(self, follower: Follower, size: int, topics: Sequence[str]) -> None:
+        self.follower, self.size, self.topics = follower, size, topics
+        ahead = getattr(follower, "reads_ahead", False)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead") if ahead else None
+        self.next: tuple[int, Future[Sequence[StoredRow]]] | None = None
+
+    def __call__(self, at: int) -> Sequence[StoredRow]:
+        """The page after `at` (read ahead if it was; one read after another position, after
+        another runner moved the generation, is discarded)."""
+        ahead, self.next = self.next, None
+        if ahead is not None and ahead[0] == at:
+            page = ahead[1].result()
+        else:
+            page = self.follower.stored_page(at, self.size, self.topics)
+        if self.pool is not None and len(page) == self.size:
+            last = page[-1][0]
+            self.next = (
+                last,
+                self.pool.submit(self.follower.stored_page, last, self.size, self.topics),
+            )
+        return page
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager
