@@ -17,7 +17,7 @@ from projections.stored import Change, Fact, Registered, Unsubscribed, Unsubscri
 from projections.views import Rows, Table, Writes
 
 
-class AddressFold(msgspec.Struct, kw_only=True):
+class AddressFold(msgspec.Struct, kw_only=True, omit_defaults=True):
     own: OptOut = OptOut()
     recipient: Mark | None = None
 

@@ -43,8 +43,9 @@ PERSON_TOPICS = [get_topic(kind) for kind in (Person.Registered, *CHANGES, *_OUT
 ]
 
 
-class Fold(msgspec.Struct, kw_only=True):
-    """What the rule needs of one person or address, kept between pages (the row's `doc`)."""
+class Fold(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What the rule needs of one person or address, kept between pages (the row's `doc`;
+    fields at their defaults are left out of it: a fifth to a third less to write)."""
 
     key: str
     own: OptOut = OptOut()
