@@ -311,6 +311,9 @@ class PostgresViewStore(_SQLStore):
 
     def _lock(self, cursor: Any, name: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(name.encode()),))
+        # Rows that the log can always give again: the commit does not wait for the WAL's
+        # flush. A crash may lose the last pages written, rows and position together.
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
     def _insert(self, cursor: Any, table: Table, name: str, rows: list[Row]) -> None:
         if len(rows) < _COPY_FROM:
