@@ -205,16 +205,18 @@ class Projector:
     ) -> int:
         """One page after `at`; returns the new position (re-read if another runner moved it)."""
         page = page or self.page
-        notifications = (
-            read(at) if read is not None else self.follower.stored_page(at, page, self.model.topics)
-        )
-        if not notifications:
-            # Nothing of ours up to the head: the position moves there without rows.
-            to = max(at, head if head is not None else self.follower.head())
-            return self._write(generation, Writes(), at, to) if to > at else at
-        last = notifications[-1][0]
-        to = max(last if len(notifications) == page or head is None else head, last)
         with without_cycle_collection():
+            notifications = (
+                read(at)
+                if read is not None
+                else self.follower.stored_page(at, page, self.model.topics)
+            )
+            if not notifications:
+                # Nothing of ours up to the head: the position moves there without rows.
+                to = max(at, head if head is not None else self.follower.head())
+                return self._write(generation, Writes(), at, to) if to > at else at
+            last = notifications[-1][0]
+            to = max(last if len(notifications) == page or head is None else head, last)
             events = self.decode(notifications)
             writes = self.model.apply(events, self.store.rows(self.model, generation))
             return self._write(generation, writes, at, to)
@@ -297,10 +299,12 @@ def rebuild_together(
     try:
         head, at = first.follower.head(), 0
         while at < head and not first.follower.stopping.is_set():
-            notifications = first.follower.stored_page(at, first.rebuild_page, first.model.topics)
-            to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
-            to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, read too
             with without_cycle_collection():
+                notifications = first.follower.stored_page(
+                    at, first.rebuild_page, first.model.topics
+                )
+                to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
+                to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, too
                 events = first.decode(notifications)
                 for projector in projectors:
                     generation = fresh[projector.model.name]
@@ -389,8 +393,8 @@ class ReadAhead:
 @contextmanager
 def without_cycle_collection() -> Iterator[None]:
     """A page makes and drops a few hundred thousand small objects, none in a cycle (plain
-    reference counting frees them): the cyclic collector's passes over them while the page is
-    applied cost a fifth of a rebuild's time, and find nothing."""
+    reference counting frees them): the cyclic collector's passes over them while a page is
+    read, applied and written cost a fifth of a rebuild's time, and find nothing."""
     if not gc.isenabled():
         yield
         return
