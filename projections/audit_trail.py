@@ -75,23 +75,24 @@ class AuditTrail:
         wanted = {event.person_id for _, event in events} - keys.keys()
         keys.update((r[0], r[1]) for r in rows(KEYS, "person_id", wanted))
         writes = Writes()
-        event_ids = iter(
-            _texts([event.event_id for _, event in events if isinstance(event, Change)])
-        )
+        changes = [event for _, event in events if isinstance(event, Change)]
+        event_ids = iter(_texts([change.event.id for change in changes]))
+        # A row at an event's position: no earlier page wrote it (`Writes.insert`, inline).
+        inserts = writes.inserts[AUDIT.name] = {}
         for position, event in events:
             person_id = event.person_id
-            event_id = next(event_ids) if isinstance(event, Change) else ""
+            is_change = isinstance(event, Change)
+            event_id = next(event_ids) if is_change else ""
             if isinstance(event, Registered):
                 writes.upsert(KEYS, (person_id, event.key))
                 continue
             key = keys.get(person_id)
             if key is None:
                 continue
-            # A row at an event's position: no earlier page wrote it.
-            if isinstance(event, Change):
-                writes.insert(AUDIT, _change_row(position, key, event, event_id))
+            if is_change:
+                inserts[(position,)] = _change_row(position, key, event, event_id)  # type: ignore[arg-type]
             elif isinstance(event, OUTCOMES):
-                writes.insert(AUDIT, _outcome_row(position, key, event))
+                inserts[(position,)] = _outcome_row(position, key, event)
                 _outcome_of_unsubscribes(writes, position, key, event)
         return writes
 

@@ -203,6 +203,8 @@ class _SQLStore:
             if self._position(cursor, name) != at:
                 raise PositionMoved(name)
             for table_name, rows in writes.inserts.items():
+                if not rows:
+                    continue
                 table = tables[table_name]
                 self._insert(cursor, table, physical(table, generation), _by_key(rows))
             for table_name, rows in writes.upserts.items():
