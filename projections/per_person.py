@@ -125,13 +125,13 @@ class PersonStates:
                 folds[row[0]] = _decode(row[-1])
                 held[row[0]] = row[-2]
 
-        named = {event.person_id for _, event in events}
-        named.update(
-            _row_id(event.mailbox)
+        # The row ids of the addresses the page names (a dict is cheaper than the cache).
+        row_ids = {
+            event.mailbox: _row_id(event.mailbox)
             for _, event in events
             if isinstance(event, Change) and event.mailbox
-        )
-        load(named)
+        }
+        load({*(event.person_id for _, event in events), *row_ids.values()})
         # The rows this page changes, each with the position of the last event that did.
         touched: dict[str, int] = {}
         # Per row, the latest of the page's own unsubscribes, removals, its recipient's
@@ -185,7 +185,7 @@ class PersonStates:
             mailbox = change.mailbox
             if not mailbox or mailbox == fold.key:
                 continue
-            address_id = _row_id(mailbox)
+            address_id = row_ids[mailbox]
             address = folds.get(address_id)
             if address is None:
                 address = folds[address_id] = Fold(key=mailbox)
@@ -227,11 +227,15 @@ class PersonStates:
         for carrier in carriers:
             if carrier not in touched and carrier in held:
                 touched[carrier] = held[carrier]
-        load({_row_id(m) for i in touched for m in folds[i].mailboxes})
+        for i in touched:
+            for m in folds[i].mailboxes:
+                if m not in row_ids:
+                    row_ids[m] = _row_id(m)
+        load(row_ids.values())
         answers: dict[str, _Answer] = {}
         writes = Writes()
         for person_id, position in touched.items():
-            row = _row(person_id, folds, position, answers)
+            row = _row(person_id, folds, position, answers, row_ids)
             if person_id in held:
                 writes.upsert(PERSON_STATE, row)
             else:
@@ -240,14 +244,18 @@ class PersonStates:
 
 
 def _row(
-    person_id: str, folds: dict[str, Fold], position: int, answers: dict[str, _Answer]
+    person_id: str,
+    folds: dict[str, Fold],
+    position: int,
+    answers: dict[str, _Answer],
+    row_ids: dict[str, str],
 ) -> tuple[object, ...]:
     fold = folds[person_id]
     opted_out, first, sources = _answer(fold)
     since = [first] if first is not None else []
     opting: list[str] = []
     for mailbox in fold.mailboxes:
-        address_id = _row_id(mailbox)
+        address_id = row_ids[mailbox]
         answer = answers.get(address_id)
         if answer is None:
             address = folds.get(address_id)
