@@ -131,7 +131,14 @@ class PersonStates:
             for _, event in events
             if isinstance(event, Change) and event.mailbox
         }
-        load({*(event.person_id for _, event in events), *row_ids.values()})
+        # A person registered in this page has no row before it (an address may: a carrier's
+        # change makes its row before the address registers, if it ever does).
+        new = {
+            event.person_id
+            for _, event in events
+            if type(event) is Registered and not is_address(event.key)
+        }
+        load({*(event.person_id for _, event in events), *row_ids.values()} - new)
         # The rows this page changes, each with the position of the last event that did.
         touched: dict[str, int] = {}
         # Per row, the latest of the page's own unsubscribes, removals, its recipient's
