@@ -5,7 +5,9 @@ cost more than reading it. Here a page's changes are compared by their place in 
 (`order_of`: occurred time, then event id, as `domain.rule.later` compares them), each row keeps
 only its page's latest candidate, and only those become marks, merged with `later` into what the
 row held. The rule's own functions decide; `tests/unit/test_rule_fold.py` checks on random
-histories (hypothesis) that this gives what folding every change through `domain.rule` gives.
+histories (hypothesis) that this gives what folding every change through `domain.rule` gives, and
+that the per-person state, which writes `order_of` and `offer` inline in its loop (a call per
+change cost a tenth of its fold), gives the same rows however a log is cut into pages.
 """
 
 from __future__ import annotations
