@@ -17,7 +17,7 @@ from projections.stored import Change, Fact, Registered, Unsubscribed, Unsubscri
 from projections.views import Rows, Table, Writes
 
 
-class AddressFold(msgspec.Struct, kw_only=True):
+class AddressFold(msgspec.Struct, kw_only=True, omit_defaults=True):
     own: OptOut = OptOut()
     recipient: Mark | None = None
 
@@ -63,6 +63,7 @@ class MailboxIndex:
             event.mailbox for _, event in events if isinstance(event, Change) and event.mailbox
         }
         folds = {r[0]: _decode(r[-1]) for r in rows(MAILBOXES, "mailbox", mailboxes)}
+        stored = set(folds)  # the rows the table holds; the others are inserted
         writes = Writes()
         touched: set[str] = set()
         for _, event in events:
@@ -88,16 +89,14 @@ class MailboxIndex:
         for mailbox in touched:
             fold = folds[mailbox]
             state = fold.state
-            writes.upsert(
-                MAILBOXES,
-                (
-                    mailbox,
-                    int(state.opted_out),
-                    utc_text(state.unsubscribe.occurred_at) if state.unsubscribe else None,
-                    utc_text(state.removal.occurred_at) if state.removal else None,
-                    _encode(fold).decode(),
-                ),
+            row = (
+                mailbox,
+                int(state.opted_out),
+                utc_text(state.unsubscribe.occurred_at) if state.unsubscribe else None,
+                utc_text(state.removal.occurred_at) if state.removal else None,
+                _encode(fold).decode(),
             )
+            (writes.upsert if mailbox in stored else writes.insert)(MAILBOXES, row)
         return writes
 
 

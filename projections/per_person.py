@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 from domain.identity import aggregate_id, is_address, record_type
 from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person
 from domain.rule import Mark, OptOut, later
+from projections.rule_fold import Order, opted_out_since
 from projections.stored import (
     OUTCOMES,
     Accepted,
@@ -43,8 +44,9 @@ PERSON_TOPICS = [get_topic(kind) for kind in (Person.Registered, *CHANGES, *_OUT
 PERSON_TOPICS += [get_topic(FIRST_CHANGES[kind]) for kind in CHANGES]  # registered and changed
 
 
-class Fold(msgspec.Struct, kw_only=True):
-    """What the rule needs of one person or address, kept between pages (the row's `doc`)."""
+class Fold(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What the rule needs of one person or address, kept between pages (the row's `doc`;
+    fields at their defaults are left out of it: a fifth to a third less to write)."""
 
     key: str
     own: OptOut = OptOut()
@@ -68,10 +70,16 @@ class Fold(msgspec.Struct, kw_only=True):
     def counting_sources(self) -> dict[str, datetime]:
         """Sources of the unsubscribes that still count (not older than the latest removal)."""
         removal = self.own.removal
-        found: dict[str, datetime] = {}
-        for source, at in [*self.own_sources.items(), *self.recipient_sources.items()]:
-            if removal is None or at >= removal.occurred_at:
-                found[source] = max(at, found.get(source, at))
+        if removal is None:
+            found = dict(self.own_sources)
+        else:
+            cut = removal.occurred_at
+            found = {source: at for source, at in self.own_sources.items() if at >= cut}
+        for source, at in self.recipient_sources.items():
+            if (removal is None or at >= removal.occurred_at) and (
+                source not in found or found[source] < at
+            ):
+                found[source] = at
         return found
 
 
@@ -110,43 +118,111 @@ class PersonStates:
 
     def apply(self, events: Sequence[tuple[int, Fact]], rows: Rows) -> Writes:
         folds: dict[str, Fold] = {}
-        positions: dict[str, int] = {}
+        held: dict[str, int] = {}  # the rows the table holds: their positions
 
         def load(ids: Collection[str]) -> None:
             wanted = [i for i in ids if i not in folds]
             for row in rows(PERSON_STATE, "person_id", wanted):
                 folds[row[0]] = _decode(row[-1])
-                positions[row[0]] = row[-2]
+                held[row[0]] = row[-2]
 
-        named = {event.person_id for _, event in events}
-        named.update(
-            _row_id(event.mailbox)
+        # The row ids of the addresses the page names (a dict is cheaper than the cache).
+        row_ids = {
+            event.mailbox: _row_id(event.mailbox)
             for _, event in events
             if isinstance(event, Change) and event.mailbox
-        )
-        load(named)
-        touched: set[str] = set()
+        }
+        # A person registered in this page has no row before it (an address may: a carrier's
+        # change makes its row before the address registers, if it ever does).
+        new = {
+            event.person_id
+            for _, event in events
+            if type(event) is Registered and not is_address(event.key)
+        }
+        load({*(event.person_id for _, event in events), *row_ids.values()} - new)
+        # The rows this page changes, each with the position of the last event that did.
+        touched: dict[str, int] = {}
+        # Per row, the latest of the page's own unsubscribes, removals, its recipient's
+        # unsubscribes, and changes naming a Salesforce id: only these become marks, once the
+        # page is read (`projections.rule_fold`; an event's place in time is `order_of`).
+        unsubscribes: dict[str, tuple[Order, Change]] = {}
+        removals: dict[str, tuple[Order, Change]] = {}
+        recipients: dict[str, tuple[Order, Change]] = {}
+        links: dict[str, tuple[Order, Change]] = {}
+        from_text = datetime.fromisoformat
         for position, event in events:
             person_id = event.person_id
             kind = type(event)
-            if kind is Registered:
-                fold = folds.get(person_id) or folds.setdefault(
-                    person_id,
-                    Fold(key=event.key),  # type: ignore[attr-defined]
-                )
-            else:
-                found = folds.get(person_id)
-                if found is None:
+            fold = folds.get(person_id)
+            if fold is None:
+                if kind is not Registered:
                     continue  # registered before this model's start: cannot happen in one log
-                fold = found
+                fold = folds[person_id] = Fold(key=event.key)  # type: ignore[attr-defined]
             if event.version > fold.version:
                 fold.version = event.version
-            positions[person_id] = position
-            touched.add(person_id)
-            if kind in _CHANGES:
-                self._change(fold, event, folds, positions, position, touched)  # type: ignore[arg-type]
-            elif kind in _OUTCOME_KINDS:
+            touched[person_id] = position
+            if kind in _OUTCOME_KINDS:
                 _outcome(fold, event)
+                continue
+            if kind not in _CHANGES:
+                continue
+            change: Change = event  # type: ignore[assignment]
+            at = from_text(change.occurred.text)
+            order = (at, change.event.id.int)
+            if kind is Unsubscribed:
+                found = unsubscribes.get(person_id)
+                if found is None or order > found[0]:
+                    unsubscribes[person_id] = (order, change)
+                sources = fold.own_sources
+                source = change.source
+                if source not in sources or sources[source] < at:
+                    sources[source] = at
+                if change.salesforce_id:
+                    found = links.get(person_id)
+                    if found is None or order > found[0]:
+                        links[person_id] = (order, change)
+            elif kind is UnsubscribeRemoved:
+                found = removals.get(person_id)
+                if found is None or order > found[0]:
+                    removals[person_id] = (order, change)
+                fold.outcome = fold.outcome_detail = fold.outcome_at = None  # pushed afresh later
+            elif change.salesforce_id is not None:  # a link
+                found = links.get(person_id)
+                if found is None or order > found[0]:
+                    links[person_id] = (order, change)
+            mailbox = change.mailbox
+            if not mailbox or mailbox == fold.key:
+                continue
+            address_id = row_ids[mailbox]
+            address = folds.get(address_id)
+            if address is None:
+                address = folds[address_id] = Fold(key=mailbox)
+            touched[address_id] = position
+            if mailbox not in fold.mailboxes:
+                fold.mailboxes.append(mailbox)
+            if fold.key not in address.carriers:
+                address.carriers.append(fold.key)
+            if kind is Unsubscribed and change.actor_kind == "recipient":
+                found = recipients.get(address_id)
+                if found is None or order > found[0]:
+                    recipients[address_id] = (order, change)
+                sources = address.recipient_sources
+                source = change.source
+                if source not in sources or sources[source] < at:
+                    sources[source] = at
+        # The page's latest, folded in as the rule folds marks (`later`).
+        for row_id, ((at, _), change) in unsubscribes.items():
+            fold = folds[row_id]
+            fold.own = fold.own.unsubscribed(Mark(at, change.event.id, change.source))
+        for row_id, ((at, _), change) in removals.items():
+            fold = folds[row_id]
+            fold.own = fold.own.removed(Mark(at, change.event.id, change.source))
+        for row_id, ((at, _), change) in recipients.items():
+            fold = folds[row_id]
+            fold.recipient = later(fold.recipient, Mark(at, change.event.id, change.source))
+        for row_id, ((at, _), change) in links.items():
+            mark = Mark(at, change.event.id, change.source)
+            _follow(folds[row_id], str(change.salesforce_id), mark)
         # One mailbox, one answer: a touched address changes its carriers' answers.
         id_of = {fold.key: person_id for person_id, fold in folds.items()}  # no uuid5 for these
         carriers = {
@@ -156,97 +232,70 @@ class PersonStates:
             for key in folds[person_id].carriers
         }
         load(carriers)
-        touched |= carriers & folds.keys()
-        load({_row_id(m) for i in touched for m in folds[i].mailboxes})
+        for carrier in carriers:
+            if carrier not in touched and carrier in held:
+                touched[carrier] = held[carrier]
+        for i in touched:
+            for m in folds[i].mailboxes:
+                if m not in row_ids:
+                    row_ids[m] = _row_id(m)
+        load(row_ids.values())
         answers: dict[str, _Answer] = {}
-        upserts = Writes()
-        for person_id in touched:
-            upserts.upsert(PERSON_STATE, self._row(person_id, folds, positions[person_id], answers))
-        return upserts
+        writes = Writes()
+        for person_id, position in touched.items():
+            row = _row(person_id, folds, position, answers, row_ids)
+            if person_id in held:
+                writes.upsert(PERSON_STATE, row)
+            else:
+                writes.insert(PERSON_STATE, row)
+        return writes
 
-    def _change(
-        self,
-        fold: Fold,
-        event: Change,
-        folds: dict[str, Fold],
-        positions: dict[str, int],
-        position: int,
-        touched: set[str],
-    ) -> None:
-        mark = event.mark
-        kind = type(event)
-        if kind is Unsubscribed:
-            fold.own = fold.own.unsubscribed(mark)
-            at, sources = mark.occurred_at, fold.own_sources
-            if event.source not in sources or sources[event.source] < at:
-                sources[event.source] = at
-            if event.salesforce_id:
-                _follow(fold, event.salesforce_id, mark)
-        elif kind is UnsubscribeRemoved:
-            fold.own = fold.own.removed(mark)
-            fold.outcome = fold.outcome_detail = fold.outcome_at = None  # pushed afresh later
-        elif event.salesforce_id is not None:  # a link
-            _follow(fold, event.salesforce_id, mark)
-        mailbox = event.mailbox
-        if not mailbox or mailbox == fold.key:
-            return
-        address_id = _row_id(mailbox)
-        address = folds.get(address_id) or folds.setdefault(address_id, Fold(key=mailbox))
-        positions[address_id] = position
-        touched.add(address_id)
-        if mailbox not in fold.mailboxes:
-            fold.mailboxes.append(mailbox)
-        if fold.key not in address.carriers:
-            address.carriers.append(fold.key)
-        if kind is Unsubscribed and event.actor_kind == "recipient":
-            address.recipient = later(address.recipient, mark)
-            at, sources = mark.occurred_at, address.recipient_sources
-            if event.source not in sources or sources[event.source] < at:
-                sources[event.source] = at
 
-    def _row(
-        self,
-        person_id: str,
-        folds: dict[str, Fold],
-        position: int,
-        answers: dict[str, _Answer],
-    ) -> tuple[object, ...]:
-        fold = folds[person_id]
-        opted_out, first, sources = _answer(fold)
-        sources = dict(sources)
-        opting: list[str] = []
-        since = [first] if first is not None else []
-        for mailbox in fold.mailboxes:
-            address_id = _row_id(mailbox)
-            answer = answers.get(address_id)
-            if answer is None:
-                address = folds.get(address_id)
-                answer = answers[address_id] = _answer(address) if address else _NO_ANSWER
-            if not answer[0]:
-                continue
-            opting.append(mailbox)
-            if answer[1] is not None:
-                since.append(answer[1])
-            for source, at in answer[2].items():
-                if source not in sources or sources[source] < at:
-                    sources[source] = at
-        opted_out = opted_out or bool(opting)
-        return (
-            person_id,
-            fold.key,
-            "address" if is_address(fold.key) else "person",
-            int(opted_out),
-            utc_text(min(since)) if opted_out and since else None,
-            ",".join(sorted(sources)) if opted_out else "",
-            ",".join(sorted(opting)),
-            fold.salesforce_id,
-            str(record_type(fold.salesforce_id)) if fold.salesforce_id else None,
-            fold.outcome,
-            utc_text(fold.outcome_at),
-            fold.version,
-            position,
-            _encode(fold).decode(),
-        )
+def _row(
+    person_id: str,
+    folds: dict[str, Fold],
+    position: int,
+    answers: dict[str, _Answer],
+    row_ids: dict[str, str],
+) -> tuple[object, ...]:
+    fold = folds[person_id]
+    opted_out, first, sources = _answer(fold)
+    since = [first] if first is not None else []
+    opting: list[str] = []
+    for mailbox in fold.mailboxes:
+        address_id = row_ids[mailbox]
+        answer = answers.get(address_id)
+        if answer is None:
+            address = folds.get(address_id)
+            answer = answers[address_id] = _answer(address) if address else _NO_ANSWER
+        if not answer[0]:
+            continue
+        if not opting:
+            sources = dict(sources)  # a copy: the address's answer is shared by its carriers
+        opting.append(mailbox)
+        if answer[1] is not None:
+            since.append(answer[1])
+        for source, at in answer[2].items():
+            if source not in sources or sources[source] < at:
+                sources[source] = at
+    opted_out = opted_out or bool(opting)
+    key = fold.key
+    return (
+        person_id,
+        key,
+        "address" if is_address(key) else "person",
+        int(opted_out),
+        utc_text(min(since)) if opted_out and since else None,
+        ",".join(sorted(sources)) if opted_out else "",
+        ",".join(sorted(opting)),
+        fold.salesforce_id,
+        str(record_type(fold.salesforce_id)) if fold.salesforce_id else None,
+        fold.outcome,
+        utc_text(fold.outcome_at),
+        fold.version,
+        position,
+        _encode(fold).decode(),
+    )
 
 
 # A row's own answer: opted out, since when (its latest unsubscribe), the sources that count.
@@ -257,11 +306,10 @@ _OUTCOME_KINDS = frozenset(OUTCOMES)
 
 
 def _answer(fold: Fold) -> _Answer:
-    state = fold.state
-    if not state.opted_out:
+    since = opted_out_since(fold.own, fold.recipient)  # `fold.state`, without building it
+    if since is None:
         return _NO_ANSWER
-    unsubscribe = state.unsubscribe
-    return True, unsubscribe.occurred_at if unsubscribe else None, fold.counting_sources()
+    return True, since, fold.counting_sources()
 
 
 @lru_cache(maxsize=1 << 16)
