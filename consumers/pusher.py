@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 
 from adapters.log_follower import LogFollower
 from adapters.salesforce import (
@@ -38,7 +37,7 @@ from adapters.salesforce import (
 from domain.application import ChangeRecorder
 from domain.identity import record_type
 from domain.opt_out_field import EmailScope
-from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person, WaitingReason
+from domain.person import Person, WaitingReason, stored_topics
 from domain.push import Accepted, Outcome, Owed, Refused, Waiting, owed_push, record_outcomes
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,7 @@ LIMIT_PROBE_S = 900.0  # REQUEST_LIMIT_EXCEEDED: look again a few times an hour,
 _CHANGES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
 _RETRIES = (Person.OptOutRefused, Person.PushWaiting)
 # Registrations name a new person's key: read here, it need not be loaded to be known.
-_FOLLOWED = [get_topic(kind) for kind in (Person.Registered, *_CHANGES, *_RETRIES)] + [
-    former for former, kind in FORMER_TOPICS.items() if kind in _CHANGES
-]
-_FOLLOWED += [get_topic(FIRST_CHANGES[kind]) for kind in _CHANGES]  # a new person's first change
+_FOLLOWED = stored_topics((Person.Registered, *_CHANGES, *_RETRIES))
 # Waits read back from the log (after a restart): the person is owed a push again.
 _READ_BACK = {WaitingReason.BUDGET_SPENT, WaitingReason.API_LIMIT, WaitingReason.FIELD_MISSING}
 

@@ -37,13 +37,12 @@ from domain.first_change import FirstChanges
 from domain.identity import aggregate_id, is_address, record_type
 from domain.input_gap import InputGap
 from domain.person import (
-    FIRST_CHANGES,
-    FORMER_TOPICS,
     Person,
     Provenance,
     Standing,
     address_state,
     standing,
+    stored_topics,
 )
 from domain.rule import ChangeKind, MarkAsDict, OptOut, OptOutAsDict
 
@@ -128,11 +127,7 @@ class Index(Protocol):
 _CHANGE_CLASSES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
 # Read by topic, including the names changes were stored under before a rename, and a new
 # person's first change (one event that registers them and is the change).
-_CHANGE_TOPICS = (
-    [get_topic(kind) for kind in _CHANGE_CLASSES]
-    + [former for former, kind in FORMER_TOPICS.items() if kind in _CHANGE_CLASSES]
-    + [get_topic(FIRST_CHANGES[kind]) for kind in _CHANGE_CLASSES]
-)
+_CHANGE_TOPICS = stored_topics(_CHANGE_CLASSES)
 
 
 class ChangeRecorder(EventSourcedProjection[UUID]):

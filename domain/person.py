@@ -32,7 +32,7 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import register_topic
+from eventsourcing.utils import get_topic, register_topic
 
 from domain.identity import aggregate_id, is_address, record_type
 from domain.rule import Mark, OptOut, later
@@ -348,6 +348,18 @@ FORMER_TOPICS: dict[str, type[Person.Event]] = {
 }
 for _former, _event_class in FORMER_TOPICS.items():
     register_topic(_former, _event_class)
+
+
+def stored_topics(kinds: Iterable[type[Any]]) -> list[str]:
+    """Every topic an event of these classes may be stored under: its own, the names it had before
+    a rename, and for a change, a new person's first change of it (what a reader of the log asks
+    for by topic)."""
+    kinds = list(kinds)
+    return (
+        [get_topic(kind) for kind in kinds]
+        + [former for former, kind in FORMER_TOPICS.items() if kind in kinds]
+        + [get_topic(FIRST_CHANGES[kind]) for kind in kinds if kind in FIRST_CHANGES]
+    )
 
 
 def change_fields(

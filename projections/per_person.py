@@ -14,10 +14,9 @@ from datetime import datetime
 from functools import lru_cache
 
 import msgspec
-from eventsourcing.utils import get_topic
 
 from domain.identity import aggregate_id, is_address, record_type
-from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person
+from domain.person import Person, stored_topics
 from domain.rule import Mark, OptOut, later
 from projections.rule_fold import Order, opted_out_since
 from projections.stored import (
@@ -38,10 +37,7 @@ from projections.views import Rows, Table, Writes
 CHANGES = (Person.Unsubscribed, Person.UnsubscribeRemoved, Person.PersonLinked)
 _OUTCOME_EVENTS = (Person.OptOutAccepted, Person.OptOutRefused, Person.PushWaiting)
 # Stored topics of what the read models follow, including names events had before a rename.
-PERSON_TOPICS = [get_topic(kind) for kind in (Person.Registered, *CHANGES, *_OUTCOME_EVENTS)] + [
-    former for former, kind in FORMER_TOPICS.items() if kind in CHANGES
-]
-PERSON_TOPICS += [get_topic(FIRST_CHANGES[kind]) for kind in CHANGES]  # registered and changed
+PERSON_TOPICS = stored_topics((Person.Registered, *CHANGES, *_OUTCOME_EVENTS))
 
 
 class Fold(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -17,11 +17,16 @@ from enum import StrEnum
 from uuid import UUID
 
 import msgspec
-from eventsourcing.utils import get_topic
 
 from domain.application import ChangeRecorder
 from domain.identity import is_address
-from domain.person import FIRST_CHANGES, FORMER_TOPICS, Person, Standing, address_state, standing
+from domain.person import (
+    Person,
+    Standing,
+    address_state,
+    standing,
+    stored_topics,
+)
 from domain.rule import Mark, OptOut
 
 PAGE = 1000
@@ -33,10 +38,9 @@ _PERSON_EVENTS: tuple[type, ...] = (
     Person.OptOutAccepted,
     Person.OptOutRefused,
     Person.PushWaiting,
-    *FIRST_CHANGES.values(),
 )
 # Read by topic: other aggregates' events (accepted gaps) and unknown newer types are left alone.
-PERSON_TOPICS = [get_topic(kind) for kind in _PERSON_EVENTS] + list(FORMER_TOPICS)
+PERSON_TOPICS = stored_topics(_PERSON_EVENTS)
 
 
 class By(StrEnum):
