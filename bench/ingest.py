@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -201,7 +203,25 @@ def main() -> None:
     topic = f"bench.changes.{uuid.uuid4().hex[:8]}"
     seed = settings_for(f"sqlite:///{state / 'seed.sqlite'}", topic, state)
     kafka_clients.ensure_topics(seed)
-    print(f"producing {args.messages:,} changes for {args.persons:,} persons to {topic} ...")
+    try:
+        rates, stages = measure(args, seed, store)
+    finally:
+        # The broker keeps a file open for every partition it holds: leave none behind.
+        with closing(kafka_clients.admin(seed)) as admin:
+            admin.delete_topics([t for t in admin.list_topics() if t.startswith(topic)])
+        for name in databases:
+            local_postgres.drop_database(server_url, name)
+    report(rates, stages, args.processes, args.runs)
+
+
+def measure(
+    args: argparse.Namespace, seed: Settings, store: Callable[[str], Settings]
+) -> tuple[dict[str, list[float]], dict[str, dict[str, float] | None]]:
+    """The timed runs, each beside its plain consume, and the instrumented run's stages."""
+    print(
+        f"producing {args.messages:,} changes for {args.persons:,} persons "
+        f"to {seed.topic_inbound} ..."
+    )
     fill(seed, args.messages, args.persons)
     plain_consume(seed, args.messages)  # warm-up: a freshly started broker is still JIT-compiling
 
@@ -227,9 +247,7 @@ def main() -> None:
         "SQLite": ingest(store("sqlite"), args.messages, stages=True)[1],
         "PostgreSQL": ingest(store("postgres"), args.messages, stages=True)[1],
     }  # fmt: skip
-    for name in databases:
-        local_postgres.drop_database(server_url, name)
-    report(rates, stages, args.processes, args.runs)
+    return rates, stages
 
 
 def report(

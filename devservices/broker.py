@@ -11,6 +11,8 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -57,6 +59,13 @@ JVM_OPTIONS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
+
+# Every partition keeps its active segment open (a descriptor) and maps two index files. The JVM
+# raises its open-file limit to the hard one by itself, and a broker whose partitions reach it dies
+# of "Too many open files"; room is kept for sockets, jars and the metadata log.
+FILE_HEADROOM = 1024
+_PARTITION_DIR = re.compile(r".+-\d+")
+MAX_MAP_COUNT = Path("/proc/sys/vm/max_map_count")
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +179,9 @@ def _server_properties(settings: ServiceSettings, data_dir: Path) -> str:
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
+        # A deleted topic's files (and their descriptors) go after a second, not a minute: the
+        # test suite deletes its topics as each test ends.
+        "log.segment.delete.delay.ms": "1000",
         "num.partitions": "4",
         "auto.create.topics.enable": "true",
         "offsets.topic.replication.factor": "1",
@@ -231,6 +243,35 @@ def _format_storage(
         raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
 
+def partitions_on_disk(data_dir: Path) -> int:
+    """The partitions whose logs the broker would open at start (its data dir's `topic-N` dirs)."""
+    if not data_dir.is_dir():
+        return 0
+    return sum(
+        1 for entry in data_dir.iterdir() if entry.is_dir() and _PARTITION_DIR.fullmatch(entry.name)
+    )
+
+
+def partition_capacity() -> int:
+    """How many partitions this machine's limits let one broker hold, with room to spare."""
+    _, hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)
+    files = hard_files if hard_files != resource.RLIM_INFINITY else 1 << 20
+    maps = int(MAX_MAP_COUNT.read_text()) if MAX_MAP_COUNT.exists() else 1 << 20
+    return min(files, maps // 2) - FILE_HEADROOM
+
+
+def _check_file_limits(data_dir: Path) -> None:
+    """Refuses a start that would die of "Too many open files" once its partitions are loaded."""
+    held, capacity = partitions_on_disk(data_dir), partition_capacity()
+    if held > capacity:
+        raise ServiceError(
+            f"the broker's data dir {data_dir} holds {held} partitions, and each keeps a file "
+            f"open and two maps; this machine's limits (ulimit -Hn, vm.max_map_count) leave room "
+            f"for {capacity}. Raise the limits, or, if the topics are test leftovers, remove "
+            f"{data_dir.parent} while the broker is stopped (it is formatted afresh at start)"
+        )
+
+
 def broker_answers(bootstrap_servers: str) -> bool:
     """True when a broker at `bootstrap_servers` lists its topics (our readiness test)."""
     try:
@@ -276,10 +317,11 @@ def up(settings: ServiceSettings) -> ServiceStatus:
             return current
         _check_ports_free(settings, current)
         began = time.monotonic()
-        jars = ensure_jars(settings)
-        java, classpath = _java(), str(jars / "libs" / "*")
         kafka_dir = settings.state_dir / NAME
         data_dir = kafka_dir / "data"
+        _check_file_limits(data_dir)
+        jars = ensure_jars(settings)
+        java, classpath = _java(), str(jars / "libs" / "*")
         data_dir.mkdir(parents=True, exist_ok=True)
         config = kafka_dir / "server.properties"
         config.write_text(_server_properties(settings, data_dir))

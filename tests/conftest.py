@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +28,8 @@ import devservices
 from devservices import broker as local_kafka
 from devservices import database as local_postgres
 from devservices import settings
+from devservices.process import log_tail
+from tests import kafka_scratch
 
 KAFKA_IMAGE = f"apache/kafka:{local_kafka.kafka_version()}"
 POSTGRES_IMAGE = "postgres:15"
@@ -35,6 +38,8 @@ READY_TIMEOUT_S = 120.0
 
 # What each session fixture actually talked to, for the end-of-run summary.
 _provided: dict[str, str] = {}
+# The broker the session's Kafka tests share (bootstrap; pid and log where it is the local one).
+_shared_kafka: dict[str, str] = {}
 
 
 @cache
@@ -194,26 +199,54 @@ def _postgres_container() -> Iterator[str]:
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a real Apache Kafka broker."""
     given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        _wait_for(
-            f"Kafka at KAFKA_BOOTSTRAP_SERVERS={given}", lambda: local_kafka.broker_answers(given)
+    try:
+        if given:
+            _wait_for(
+                f"Kafka at KAFKA_BOOTSTRAP_SERVERS={given}",
+                lambda: local_kafka.broker_answers(given),
+            )
+            _provided["kafka"] = f"KAFKA_BOOTSTRAP_SERVERS={given}"
+            _shared_kafka["bootstrap"] = given
+            yield given
+        elif _docker_answers():
+            for bootstrap in _kafka_container():
+                _shared_kafka["bootstrap"] = bootstrap
+                yield bootstrap
+        else:
+            yield from _local_kafka()
+    finally:
+        _shared_kafka.clear()
+        kafka_scratch.close()
+
+
+def _local_kafka() -> Iterator[str]:
+    with devservices.lease("kafka", _local_settings()) as broker:
+        how = "started for this session" if broker.started else f"already running, pid {broker.pid}"
+        if broker.started:
+            # Nobody else used it a moment ago: what scratch topics it holds, earlier runs left.
+            how += f", {kafka_scratch.delete_leftovers(broker.endpoint)} old scratch topics deleted"
+        _provided["kafka"] = (
+            f"local broker {broker.endpoint} ({broker.version} jars, {how}; log {broker.log_path})"
         )
-        _provided["kafka"] = f"KAFKA_BOOTSTRAP_SERVERS={given}"
-        yield given
-    elif _docker_answers():
-        yield from _kafka_container()
-    else:
-        with devservices.lease("kafka", _local_settings()) as broker:
-            how = (
-                "started for this session"
-                if broker.started
-                else f"already running, pid {broker.pid}"
-            )
-            _provided["kafka"] = (
-                f"local broker {broker.endpoint} ({broker.version} jars, {how}; "
-                f"log {broker.log_path})"
-            )
-            yield broker.endpoint
+        _shared_kafka.update(bootstrap=broker.endpoint, pid=str(broker.pid), log=broker.log_path)
+        yield broker.endpoint
+
+
+@pytest.fixture(autouse=True)
+def _shared_broker_tidy(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the shared broker: the broker still runs (else the run stops here,
+    with its log, rather than time out test after test), and the topics the test made are gone."""
+    yield
+    if "kafka_bootstrap" not in request.fixturenames:
+        kafka_scratch.delete_named(None)
+        return
+    if "log" in _shared_kafka and devservices.status("kafka", _local_settings()).state != "running":
+        pytest.exit(
+            f"the shared Kafka broker (pid {_shared_kafka['pid']}) exited during "
+            f"{request.node.nodeid}\n{log_tail(Path(_shared_kafka['log']), lines=60)}",
+            returncode=1,
+        )
+    kafka_scratch.delete_named(_shared_kafka.get("bootstrap"))
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
+
+from tests.kafka_scratch import scratch_suffix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ def optout_sync(
 
 def isolated_env(kafka_bootstrap: str, state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a run with topics and a consumer group nobody else uses."""
-    suffix = uuid.uuid4().hex[:8]
+    suffix = scratch_suffix(kafka_bootstrap, 8)
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,

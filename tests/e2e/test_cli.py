@@ -4,12 +4,12 @@ bad setting stopping start-up with its name."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cli import optout_sync
+from tests.kafka_scratch import scratch_suffix
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.kafka]
@@ -19,12 +19,13 @@ pytestmark = [pytest.mark.kafka]
 def env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
     import os
 
-    suffix = uuid.uuid4().hex[:8]
+    suffix = scratch_suffix(kafka_bootstrap, 8)
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "OPTOUT_STATE_DIR": str(tmp_path),
         "OPTOUT_TOPIC_INBOUND": f"e2e.changes.{suffix}",
+        "OPTOUT_TOPIC_STATE": f"e2e.state.{suffix}",
         "OPTOUT_CONSUMER_GROUP": f"e2e-{suffix}",
         "COLUMNS": "160",
     }

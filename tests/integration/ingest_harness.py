@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -20,13 +19,14 @@ from adapters.inbound import ChangeV1, encode, kafka_key
 from adapters.settings import Settings, load
 from consumers import bootstrap
 from domain.application import ChangeRecorder
+from tests.kafka_scratch import scratch_suffix
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def isolated_settings(bootstrap_servers: str, database_url: str, state_dir: Path) -> Settings:
     """Settings with a topic pair and consumer group of its own, tables and topics created."""
-    suffix = uuid.uuid4().hex[:10]
+    suffix = scratch_suffix(bootstrap_servers)
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
         "OPTOUT_DATABASE_URL": database_url,

@@ -22,6 +22,7 @@ from devservices import database as local_postgres
 from devservices.process import process_start_time
 from devservices.settings import load
 from tests.integration.private_broker import free_port_pair
+from tests.kafka_scratch import scratch_suffix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,7 +120,7 @@ def test_up_is_idempotent_status_reports_and_down_leaves_no_process(
 
 @pytest.mark.kafka
 def test_a_message_produced_to_the_broker_is_consumed_back(kafka_bootstrap: str) -> None:
-    topic = f"test.local-services.{uuid.uuid4().hex[:10]}"
+    topic = f"test.local-services.{scratch_suffix(kafka_bootstrap)}"
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     try:
         producer.send(topic, key=b"person-hash", value=b'{"hello": "kafka"}').get(timeout=60)
