@@ -4,6 +4,7 @@ refuses to start instead of dying of "Too many open files" mid-run."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -94,3 +95,55 @@ def test_a_broker_with_more_partitions_than_its_open_file_limit_allows_refuses_t
     assert "holds 300 partitions" in result.stdout and "room for 176" in result.stdout
     assert "ulimit -Hn" in result.stdout
     assert local_kafka.status(load(env)).state == "stopped"
+
+
+# Run by a pytest of its own, on a local broker of its own: the first test kills that broker.
+KILLS_THE_BROKER = """
+import os
+import signal
+import time
+
+from devservices import broker
+from devservices.settings import load
+
+
+def test_kills_the_broker(kafka_bootstrap):
+    os.kill(broker.status(load()).pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while broker.status(load()).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_would_time_out(kafka_bootstrap):
+    raise AssertionError("ran after the broker died")
+"""
+
+
+def test_a_run_whose_shared_broker_dies_stops_at_once_with_the_brokers_log(
+    tmp_path: Path,
+) -> None:
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / "test_kills_the_broker.py").write_text(KILLS_THE_BROKER)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"KAFKA_BOOTSTRAP_SERVERS", "OPTOUT_STATE_DIR", "OPTOUT_KAFKA_PORT"}
+    }
+    own = {"OPTOUT_STATE_DIR": str(tmp_path / "state"), "OPTOUT_KAFKA_PORT": str(free_port_pair())}
+    # No Docker engine either: the inner run must lease a local broker of its own.
+    env.update(own, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
+             "--rootdir", str(inner), "-q", str(inner)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        local_kafka.down(load(own))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "the shared Kafka broker (pid" in output, output
+    assert "exited during test_kills_the_broker.py::test_kills_the_broker" in output, output
+    assert f"lines of {tmp_path / 'state'}" in output, output  # the broker's own log
+    assert "ran after the broker died" not in output, output
