@@ -208,11 +208,21 @@ def _server_properties(settings: ServiceSettings, data_dir: Path) -> str:
 
 
 def _cluster_id(kafka_dir: Path) -> str:
+    """The id the storage is formatted with (only asked for while it is not formatted yet)."""
     id_file = kafka_dir / "cluster-id"
-    if not id_file.exists():
-        # Kafka's own format: a random UUID in URL-safe base64 without padding.
-        id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+    if not id_file.exists() or id_file.read_text().strip().startswith("-"):
+        id_file.write_text(new_cluster_id())  # one with a leading '-' never formatted: replaced
     return id_file.read_text().strip()
+
+
+def new_cluster_id() -> str:
+    """Kafka's own format, a random UUID in URL-safe base64 without padding, and its own rule
+    (`Uuid.randomUuid`): never a leading '-', which the storage tool's command line would take
+    for an option (one start in 64 failed with "--cluster-id: expected one argument")."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not made.startswith("-"):
+            return made
 
 
 def _format_storage(

@@ -18,10 +18,11 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from devservices import broker as local_kafka
 from devservices import database as local_postgres
 from devservices.process import process_start_time
 from devservices.settings import load
-from tests.integration.private_broker import free_port_pair
+from tests.integration.private_broker import PrivateBroker, free_port_pair
 from tests.kafka_scratch import scratch_suffix
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +152,26 @@ def test_a_row_written_to_a_fresh_database_is_read_back(fresh_postgres_url: str)
         connection.execute("INSERT INTO optout VALUES ('p-1', now())")
     with psycopg.connect(fresh_postgres_url) as connection:
         assert connection.execute("SELECT person FROM optout").fetchall() == [("p-1",)]
+
+
+def test_a_new_cluster_id_never_reads_as_an_option() -> None:
+    """A URL-safe base64 id starts with '-' once in 64; the storage tool took it for an option."""
+    made = [local_kafka.new_cluster_id() for _ in range(5000)]
+    assert not [cluster_id for cluster_id in made if cluster_id.startswith("-")]
+    assert {len(cluster_id) for cluster_id in made} == {22}
+
+
+@pytest.mark.kafka
+def test_a_leftover_cluster_id_with_a_leading_dash_is_replaced_and_the_broker_starts(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    (state / "kafka").mkdir(parents=True)
+    (state / "kafka" / "cluster-id").write_text("-5DyHb1lTAG2ZRk0Rn5x1Q")  # left by a failed start
+    broker = PrivateBroker(state)
+    try:
+        broker.start()
+        assert local_kafka.broker_answers(broker.bootstrap)
+        assert not (state / "kafka" / "cluster-id").read_text().startswith("-")
+    finally:
+        broker.close()
