@@ -131,17 +131,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # OPTOUT_RESOLVE_BY_EMAIL: on/off; on: a person without a Salesforce id is pushed to the
     # records carrying their email (always so with OPTOUT_EMAIL_SCOPE=all).
     resolve_by_email: bool = False
-    # OPTOUT_INGEST_OVERLAP: auto/on/off; on: a slice is stored in parts, each part's write
-    # overlapping the next part's decoding (auto: on for PostgreSQL, where the server does the
-    # writing; off for SQLite, whose writes hold the interpreter and cost more in smaller parts).
-    ingest_overlap: bool | None = None
-
-    @property
-    def overlaps_writes(self) -> bool:
-        """Whether the ingest overlaps a part's store write with the next part's work."""
-        if self.ingest_overlap is not None:
-            return self.ingest_overlap
-        return urlsplit(self.database_url).scheme != "sqlite"
 
     @property
     def store_location(self) -> str:
@@ -189,7 +178,6 @@ ENV_NAMES = {
     "nightly_bulk_from": "OPTOUT_NIGHTLY_BULK_FROM",
     "email_scope": "OPTOUT_EMAIL_SCOPE",
     "resolve_by_email": "OPTOUT_RESOLVE_BY_EMAIL",
-    "ingest_overlap": "OPTOUT_INGEST_OVERLAP",
 }
 
 
@@ -274,7 +262,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         consumer_group=read_setting(env, ENV_NAMES["consumer_group"]) or "optout-sync-ingest",
         group_instance_id=read_setting(env, ENV_NAMES["group_instance_id"]),
         address_key=_address_key(env),
-        ingest_overlap=_auto_switch(env, ENV_NAMES["ingest_overlap"]),
         **_topics(env),
         **_salesforce(env),
         **_operator(env),
@@ -478,16 +465,6 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
         return default
     if raw.strip().lower() not in _SWITCH:
         raise ConfigError(f"{name}: expected on or off, got {raw!r}")
-    return _SWITCH[raw.strip().lower()]
-
-
-def _auto_switch(env: Mapping[str, str], name: str) -> bool | None:
-    """on, off, or None for auto (unset or `auto`)."""
-    raw = read_setting(env, name)
-    if raw is None or raw.strip().lower() == "auto":
-        return None
-    if raw.strip().lower() not in _SWITCH:
-        raise ConfigError(f"{name}: expected auto, on or off, got {raw!r}")
     return _SWITCH[raw.strip().lower()]
 
 

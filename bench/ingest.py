@@ -26,7 +26,6 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 from stages import STAGES, instrumented
 
 import devservices
@@ -180,12 +179,6 @@ def main() -> None:
         help="also measure N ingest processes in one group against one, on PostgreSQL",
     )
     parser.add_argument("--no-stages", action="store_true", help="skip the instrumented run")
-    parser.add_argument(
-        "--contrast",
-        action="store_true",
-        help="also measure each store the other way: SQLite's writes overlapped, PostgreSQL's "
-        "in turn (OPTOUT_INGEST_OVERLAP)",
-    )
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="optout-bench-"))
@@ -237,11 +230,6 @@ def measure(
         measured = {"plain kafka-python consume": plain_consume(seed, args.messages)}
         measured["ingest, SQLite"] = ingest(store("sqlite"), args.messages)[0]
         measured["ingest, PostgreSQL"] = ingest(store("postgres"), args.messages)[0]
-        if args.contrast:
-            overlapped = overlapping(store("sqlite"), on=True)
-            measured["SQLite, writes overlapped"] = ingest(overlapped, args.messages)[0]
-            in_turn = overlapping(store("postgres"), on=False)
-            measured["PostgreSQL, writes in turn"] = ingest(in_turn, args.messages)[0]
         if args.processes:
             for n in (1, args.processes):
                 name = f"{n} process{'es' if n > 1 else ''}, PostgreSQL"
@@ -255,18 +243,11 @@ def measure(
         )
         for name, rate in measured.items():
             rates.setdefault(name, []).append(rate)
-    # Stage timers add up only when the stages run in turn: the instrumented runs do not overlap.
     stages = {} if args.no_stages else {
-        "SQLite": ingest(overlapping(store("sqlite"), on=False), args.messages, stages=True)[1],
-        "PostgreSQL": ingest(
-            overlapping(store("postgres"), on=False), args.messages, stages=True
-        )[1],
+        "SQLite": ingest(store("sqlite"), args.messages, stages=True)[1],
+        "PostgreSQL": ingest(store("postgres"), args.messages, stages=True)[1],
     }  # fmt: skip
     return rates, stages
-
-
-def overlapping(config: Settings, *, on: bool) -> Settings:
-    return msgspec.structs.replace(config, ingest_overlap=on)
 
 
 def report(

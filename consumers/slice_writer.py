@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,15 +25,7 @@ from adapters import dead_letter
 from adapters.inbound import ChangeV1, ContractError, decode
 from adapters.settings import Settings
 from consumers.outage import Outage, StallWatch, describe
-from domain.application import (
-    Change,
-    ChangeBatch,
-    ChangeKind,
-    ChangeRecorder,
-    ChangesFailed,
-    StagedBatch,
-    refusal_of,
-)
+from domain.application import Change, ChangeKind, ChangeRecorder, ChangesFailed, refusal_of
 from domain.identity import AddressKeys, aggregate_id, person_key
 from domain.person import Provenance
 
@@ -49,10 +40,6 @@ DEAD_LETTER_CODES: dict[str, str] = {
 WRITE_ATTEMPTS = 10  # a slice refused this many times in a row is searched for what is refused
 ISOLATION_ATTEMPTS = 3  # for each part of that search
 DEAD_LETTER_CONFIRM_S = 10.0
-# A slice of at least two parts of this many records is stored in parts, each part's write
-# overlapping the next part's decoding and domain work (the store's commit releases the GIL).
-OVERLAP_PART = 250
-OVERLAP_PARTS = 4
 
 
 def to_change(message: ChangeV1, keys: AddressKeys) -> Change:
@@ -139,16 +126,9 @@ class SliceWriter:
         self.persons_of: dict[TopicPartition, set[UUID]] = {}
         self.store_outage = Outage(f"the event store at {settings.store_location}")
         self.stalls = StallWatch()
-        self._writer = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-            if settings.overlaps_writes and store.can_stage
-            else None
-        )
 
     def close(self) -> None:
         self.stalls.close()
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
 
     def stored_position(self, tp: TopicPartition) -> int:
         if tp not in self.positions:
@@ -177,61 +157,7 @@ class SliceWriter:
     def save(self, tp: TopicPartition, records: Sequence[Any]) -> None:
         """Stores the records beyond the stored position (raises only to stop or for a broker
         that cannot take the dead letters: then nothing past the stored position is lost)."""
-        parts = min(OVERLAP_PARTS, len(records) // OVERLAP_PART)
-        if self._writer is not None and parts > 1:
-            records = self._store_overlapped(tp, records, parts)
-        if records:
-            self._store_slice(tp, records, WRITE_ATTEMPTS)
-
-    def _store_overlapped(
-        self, tp: TopicPartition, records: Sequence[Any], parts: int
-    ) -> Sequence[Any]:
-        """Stores the records in parts, in order, each part's write (on the writer thread)
-        overlapping the staging of the next. Returns the records left to store the careful way:
-        none, or those from the first part not stored (a refusal, a change the domain refuses,
-        a store that does not answer: the careful path knows what to do with each)."""
-        assert self._writer is not None
-        size = -(-len(records) // parts)
-        writing: tuple[Future[ChangeBatch], Sequence[Any], StagedBatch] | None = None
-        staged: StagedBatch | None = None  # staged, not handed to the writer yet
-        done = 0  # records stored
-        try:
-            for start in range(0, len(records), size):
-                part = records[start : start + size]
-                changes, _ = self._changes(tp, part)
-                staged = self.store.stage(changes, Tracking(tracking_name(tp), part[-1].offset))
-                if writing is not None:
-                    done += self._settle(tp, *writing)
-                    writing = None
-                writing = (self._writer.submit(self.store.store_staged, staged), part, staged)
-                staged = None
-            if writing is not None:
-                done += self._settle(tp, *writing)
-                writing = None
-        except BaseException as error:
-            if writing is not None and writing[0].exception() is None:  # waits for it
-                done += self._settle(tp, *writing)  # the write in flight held
-                writing = None
-            self.store.abandon(b for b in (writing and writing[2], staged) if b is not None)
-            self.positions.pop(tp, None)  # read the truth again
-            if not isinstance(error, PersistenceError | ChangesFailed):
-                raise
-            log.info("%s: storing in parts stopped (%s)", tracking_name(tp), describe(error))
-        return records[done:]
-
-    def _settle(
-        self,
-        tp: TopicPartition,
-        writing: Future[ChangeBatch],
-        part: Sequence[Any],
-        staged: StagedBatch,
-    ) -> int:
-        """Waits for a part's write; once it is stored, its bookkeeping. Returns its size."""
-        with self.stalls.call(f"a write to the event store ({tracking_name(tp)})"):
-            batch = writing.result()
-        self.store.settle(staged)
-        self._stored(tp, part, batch, len(staged.batch.changes))
-        return len(part)
+        self._store_slice(tp, records, WRITE_ATTEMPTS)
 
     def _store_slice(self, tp: TopicPartition, records: Sequence[Any], attempts: int) -> None:
         """Stores the records; a part the store keeps refusing is narrowed down, by halves, to
@@ -325,12 +251,6 @@ class SliceWriter:
                 self.store.forget_persons({aggregate_id(c.person_key) for c in changes})
                 raise
             break
-        self._stored(tp, records, batch, len(changes))
-
-    def _stored(
-        self, tp: TopicPartition, records: Sequence[Any], batch: ChangeBatch, changes: int
-    ) -> None:
-        """The records are stored, and their position: what the member keeps track of."""
         last = records[-1].offset
         self.positions[tp] = last
         # What this slice refused is settled; what lies beyond it (a part not stored yet) is not.
@@ -346,7 +266,7 @@ class SliceWriter:
             tracking_name(tp),
             batch.recorded,
             batch.duplicates,
-            len(records) - changes,
+            len(records) - len(changes),
             last,
         )
 

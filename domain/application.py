@@ -91,19 +91,6 @@ class ChangeBatch:
     firsts: set[UUID] = field(default_factory=set)
 
 
-@dataclass
-class StagedBatch:
-    """A batch applied in memory and mapped to the rows it stores, not stored yet: see
-    `ChangeRecorder.stage`."""
-
-    batch: ChangeBatch
-    events: list[StoredEvent]
-    tracking: Tracking | None
-    index_rows: dict[str, Any]  # change_ids, addresses, carriers: the recorder's keyword arguments
-    snapshots: list[StoredEvent]
-    firsts: list[UUID]  # new persons stored as their first change alone
-
-
 class ChangesFailed(Exception):
     """Some changes of a batch raised in the domain (by index); nothing of the batch was recorded.
 
@@ -160,8 +147,6 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         # Stored as made, unless the mapper compresses or encrypts (then the library's path).
         self._first_changes_direct = not (self.mapper.compressor or self.mapper.cipher)
         self._firsts = FirstChanges(self.mapper.transcoder)
-        # First changes of new persons staged but not stored yet, for the next batches to build on.
-        self._staged_firsts: dict[UUID, StoredEvent] = {}
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -189,65 +174,6 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 self.forget_persons(batch.persons)
                 raise
         return batch
-
-    @property
-    def can_stage(self) -> bool:
-        """Staging builds on staged persons kept in the cache: without one it cannot."""
-        return self.repository.cache is not None and not self.repository.fastforward
-
-    def stage(self, changes: Sequence[Change], position: Tracking | None = None) -> StagedBatch:
-        """Applies the changes in memory and maps them to rows, storing nothing yet.
-
-        `store_staged` stores the result, possibly on another thread while the next batch is
-        staged; staged batches must be stored in the order they were staged. Later stages build
-        on this one: its persons are cached as staged. Each staged batch is then `settle`d once
-        stored, or `abandon`ed with every batch staged after it. Raises ChangesFailed like
-        `record` (nothing is kept then).
-        """
-        batch = ChangeBatch(changes)
-        processing_event = ProcessingEvent[UUID](position)
-        try:
-            self.policy(batch, processing_event)
-        except BaseException:
-            self.forget_persons(batch.persons)
-            raise
-        index_rows = dict(processing_event.saved_kwargs)
-        firsts: Sequence[StoredEvent] = index_rows.pop("first_changes", ())
-        events = [self.mapper.to_stored_event(event) for event in processing_event.events]
-        events.extend(firsts)
-        cache = self.repository.cache
-        assert cache is not None, "stage needs the aggregate cache (see can_stage)"
-        for person_id, person in processing_event.aggregates.items():
-            cache.put(person_id, person)
-        new = [_person_id_of(first) for first in firsts]
-        self._staged_firsts.update(zip(new, firsts, strict=True))
-        snapshots = [
-            self.snapshots.mapper.to_stored_event(snapshot)
-            for snapshot in self._snapshots_due(processing_event)
-        ] if self.snapshots is not None else []  # fmt: skip
-        return StagedBatch(batch, events, position, index_rows, snapshots, new)
-
-    def store_staged(self, staged: StagedBatch) -> ChangeBatch:
-        """Stores a staged batch in one transaction (from any thread). Raises like `record`:
-        IntegrityError when the position or a person moved meanwhile, and nothing is written."""
-        self.recorder.insert_events(staged.events, tracking=staged.tracking, **staged.index_rows)
-        if staged.snapshots and self.snapshots is not None:
-            try:
-                self.snapshots.recorder.insert_events(staged.snapshots)
-            except Exception as error:  # an optimisation: never fails the batch
-                log.warning("could not store %d snapshots: %s", len(staged.snapshots), error)
-        return staged.batch
-
-    def settle(self, staged: StagedBatch) -> None:
-        """The staged batch is stored: its new persons are the store's to give from now on."""
-        for person_id in staged.firsts:
-            self._staged_firsts.pop(person_id, None)
-
-    def abandon(self, staged: Iterable[StagedBatch]) -> None:
-        """These staged batches will not be stored: forget what they changed in memory."""
-        for each in staged:
-            self.settle(each)
-            self.forget_persons([*each.batch.persons, *each.firsts])
 
     def record_gap(self, source: str, first: int, last: int, accepted_by: str) -> InputGap:
         """Records that positions `first`..`last` of `source` will never be recorded, and moves
@@ -366,21 +292,16 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         A snapshot is an optimisation: failing to write one never fails the batch."""
         if self.snapshots is None:
             return
-        snapshots = self._snapshots_due(processing_event)
+        crossed = {}
+        for event in processing_event.events:
+            if event.originator_version % SNAPSHOT_EVERY == 0:
+                crossed[event.originator_id] = processing_event.aggregates.get(event.originator_id)
+        snapshots = [Snapshot.take(person) for person in crossed.values() if person is not None]
         if snapshots:
             try:
                 self.snapshots.put(snapshots)
             except Exception as error:
                 log.warning("could not store %d snapshots: %s", len(snapshots), error)
-
-    def _snapshots_due(self, processing_event: ProcessingEvent[UUID]) -> list[Snapshot]:
-        """Snapshots of the persons whose new events cross an interval, from the aggregates in
-        hand."""
-        crossed = {}
-        for event in processing_event.events:
-            if event.originator_version % SNAPSHOT_EVERY == 0:
-                crossed[event.originator_id] = processing_event.aggregates.get(event.originator_id)
-        return [Snapshot.take(person) for person in crossed.values() if person is not None]
 
     # Reading.
 
@@ -478,10 +399,6 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 assert isinstance(cached, Person)
                 batch.persons[person_id] = cached
                 del keys[person_id]
-        for person_id in [p for p in keys if p in self._staged_firsts]:
-            # New in a batch staged before this one, not stored yet: as if read from the store.
-            del keys[person_id]
-            batch.unprojected[person_id] = [self._staged_firsts[person_id]]
         stored = self.index.histories(list(keys)) if keys else {}
         once = _touched_once(person_ids) if self._first_changes_direct else set()
         for person_id, key in keys.items():
@@ -499,14 +416,11 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 batch.persons[person_id] = self.person(key) or Person.register(key)
             else:
                 # Projected here, so that a history this version cannot read fails its change only.
-                batch.persons[person_id] = self._projected_person(key, stored)
+                person = _projected(map(self.mapper.to_domain_event, stored))
+                if not isinstance(person, Person):
+                    raise TypeError(f"the stored history of {key} is not a person's")
+                batch.persons[person_id] = person
         return batch.persons[person_id]
-
-    def _projected_person(self, key: str, stored: Iterable[StoredEvent]) -> Person:
-        person = _projected(map(self.mapper.to_domain_event, stored))
-        if not isinstance(person, Person):
-            raise TypeError(f"the stored history of {key} is not a person's")
-        return person
 
 
 def refusal_of(change: Change) -> str | None:
@@ -569,12 +483,6 @@ def _projected(events: Iterable[Any]) -> Any:
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
-
-
-def _person_id_of(stored: StoredEvent) -> UUID:
-    person_id = stored.originator_id
-    assert isinstance(person_id, UUID)  # persons' ids are UUIDs (domain.identity.aggregate_id)
-    return person_id
 
 
 def _touched_once(person_ids: Sequence[UUID]) -> set[UUID]:

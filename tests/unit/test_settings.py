@@ -112,23 +112,6 @@ def test_the_email_scope_and_resolving_by_email() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "url", "overlaps"),
-    [
-        (None, "sqlite:///x.sqlite", False),
-        ("auto", "postgresql://u@h:5432/db", True),
-        (None, "postgresql://u@h:5432/db", True),
-        (" ON ", "sqlite:///x.sqlite", True),
-        ("off", "postgresql://u@h:5432/db", False),
-    ],
-)
-def test_the_ingest_overlaps_writes_on_postgresql_unless_told(
-    raw: str | None, url: str, overlaps: bool
-) -> None:
-    env = {"OPTOUT_DATABASE_URL": url} | ({"OPTOUT_INGEST_OVERLAP": raw} if raw else {})
-    assert load(env).overlaps_writes is overlaps
-
-
-@pytest.mark.parametrize(
     ("raw", "budget"),
     [
         ("5000", DailyBudget(calls=5000)),
@@ -239,7 +222,6 @@ def test_the_development_services_read_their_own_settings(tmp_path: Path) -> Non
         ({"OPTOUT_NIGHTLY_SYNC": "sometimes"}, "OPTOUT_NIGHTLY_SYNC"),
         ({"OPTOUT_EMAIL_SCOPE": "everyone"}, "OPTOUT_EMAIL_SCOPE"),
         ({"OPTOUT_RESOLVE_BY_EMAIL": "maybe"}, "OPTOUT_RESOLVE_BY_EMAIL"),
-        ({"OPTOUT_INGEST_OVERLAP": "sometimes"}, "OPTOUT_INGEST_OVERLAP"),
         ({"OPTOUT_SALESFORCE_TIMEOUT": "0"}, "OPTOUT_SALESFORCE_TIMEOUT"),
         (
             {"SALESFORCE_CONSUMER_KEY": "k", "SALESFORCE_DOMAIN": "acme.my"},
