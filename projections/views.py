@@ -65,7 +65,9 @@ class Writes:
         """A row whose key the table cannot hold yet: the model read that it is absent (a page
         is written only if no other writer moved the generation meanwhile), or its key is the
         position of an event of this page. Written without a conflict check (on PostgreSQL by
-        COPY straight into the table); one that is there after all fails the write."""
+        COPY straight into the table); one that is there after all fails the write. The row
+        may stop short of the table's last columns: those are NULL (SQLite's Python driver
+        binds a None as slowly as four texts)."""
         key = row[: len(table.key)]
         self.inserts.setdefault(table.name, {})[key] = row
 
