@@ -83,8 +83,8 @@ class LogFollower:
         of_topics = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""
         with recorder.datastore.transaction(commit=False) as cursor:
             cursor.sqlite_cursor.row_factory = None  # plain tuples, not the datastore's sqlite3.Row
-            cursor.execute(  # the id without its dashes made by SQLite, not a Python loop
-                f"SELECT rowid, replace(originator_id, '-', ''), originator_version, topic, "  # noqa: S608
+            cursor.execute(  # eventsourcing's SQLite recorder stores the id as its hex
+                f"SELECT rowid, originator_id, originator_version, topic, "  # noqa: S608
                 f"state FROM {recorder.events_table_name} WHERE rowid > ? {of_topics}"
                 "ORDER BY rowid LIMIT ?",
                 (after, *topics, limit),

@@ -134,11 +134,7 @@ def _change_row(position: int, key: str, event: Change, event_id: str) -> Row:
         event.occurred.utc,
         event.stamp.utc,
         event_id,
-        None,
-        None,
-        None,
-        None,
-        None,
+        # no outcome columns: NULL (`Writes.insert`), and no None for SQLite to bind
     )
 
 
@@ -181,8 +177,6 @@ def _outcome_row(position: int, key: str, event: Fact) -> Row:
         record_id,
         written_id,
         field,
-        None,
-        None,
     )
 
 

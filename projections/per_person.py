@@ -123,11 +123,8 @@ class PersonStates:
                 held[row[0]] = row[-2]
 
         # The row ids of the addresses the page names (a dict is cheaper than the cache).
-        row_ids = {
-            event.mailbox: _row_id(event.mailbox)
-            for _, event in events
-            if isinstance(event, Change) and event.mailbox
-        }
+        named = {event.mailbox for _, event in events if isinstance(event, Change)}
+        row_ids = {mailbox: _row_id(mailbox) for mailbox in named if mailbox}  # each one once
         # A person registered in this page has no row before it (an address may: a carrier's
         # change makes its row before the address registers, if it ever does).
         new = {

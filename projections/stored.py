@@ -205,6 +205,13 @@ _FIRST_KINDS: dict[type[Any], type[Change]] = {
 READERS.update(
     (get_topic(first), _first_change_reader(kind)) for first, kind in _FIRST_KINDS.items()
 )
+# A page's first changes are decoded like the other topics, in one call per topic (and their
+# keys in another): the reader above, a row at a time, is the way back for a page msgspec refuses.
+_MANY_FIRST = {
+    get_topic(first): msgspec.json.Decoder(list[kind]).decode  # type: ignore[valid-type]
+    for first, kind in _FIRST_KINDS.items()
+}
+_MANY_KEYS = msgspec.json.Decoder(list[_Key]).decode
 
 
 def _upcast(fact: Change) -> Change:
@@ -279,7 +286,7 @@ class Facts:
 
     def __call__(self, rows: Sequence[StoredRow]) -> Page:
         """`rows` as `LogFollower.stored_page` reads them."""
-        decoded = self._decoded(rows) if self.fast else {}
+        decoded, first = self._decoded(rows) if self.fast else ({}, {})
         out: Page = []
         for position, person_id, version, topic, state in rows:
             facts = decoded.get(topic)
@@ -287,6 +294,20 @@ class Facts:
                 fact = next(facts)
                 fact.person_id, fact.version = person_id, version
                 out.append((position, fact))
+                continue
+            changes = first.get(topic)
+            if changes is not None:  # a registration and the change, at the same version
+                change, key = next(changes)
+                change.person_id, change.version = person_id, version
+                out.append(
+                    (
+                        position,
+                        Registered(
+                            person_id=person_id, version=version, stamp=change.stamp, key=key.key
+                        ),
+                    )
+                )
+                out.append((position, change))
                 continue
             reader = READERS.get(topic) if self.fast else None
             if reader is not None:
@@ -300,19 +321,29 @@ class Facts:
             facts_of_event(self.mapper.to_domain_event(stored), out, position)
         return out
 
-    def _decoded(self, rows: Sequence[StoredRow]) -> dict[str, Iterator[Fact]]:
-        """The facts of each topic's rows, decoded in one call per topic (in the rows' order)."""
+    def _decoded(
+        self, rows: Sequence[StoredRow]
+    ) -> tuple[dict[str, Iterator[Fact]], dict[str, Iterator[tuple[Change, _Key]]]]:
+        """The facts of each topic's rows, decoded in one call per topic (in the rows' order),
+        and apart those of the first changes, each with its registration's key."""
         states: dict[str, list[bytes]] = {}
         for row in rows:
-            if row[3] in FACT_OF_TOPIC:
+            if row[3] in FACT_OF_TOPIC or row[3] in _MANY_FIRST:
                 states.setdefault(row[3], []).append(row[4])
         decoded: dict[str, Iterator[Fact]] = {}
+        first: dict[str, Iterator[tuple[Change, _Key]]] = {}
         for topic, stored in states.items():
+            whole = b"[" + b",".join(stored) + b"]"
             try:
-                facts = _MANY[topic](b"[" + b",".join(stored) + b"]")
+                if topic in _MANY_FIRST:
+                    changes = [_upcast(fact) for fact in _MANY_FIRST[topic](whole)]
+                    first[topic] = zip(changes, _MANY_KEYS(whole), strict=True)
+                    continue
+                facts = _MANY[topic](whole)
             except msgspec.MsgspecError:
-                continue  # a state of an unexpected shape: the domain-event path reads this topic
+                continue  # a state of an unexpected shape: read a row at a time (`READERS`), or
+                # by the domain-event path
             if issubclass(FACT_OF_TOPIC[topic], Change):
                 facts = [_upcast(fact) for fact in facts]
             decoded[topic] = iter(facts)
-        return decoded
+        return decoded, first

@@ -35,6 +35,7 @@ _SQLITE_CHUNK = 900  # bound parameters per statement, below SQLite's historical
 # that outgrow SQLite's default 2 MB at a million events, and rewrites each B-tree page it
 # cannot keep. Memory is taken only as pages are read.
 _SQLITE_CACHE = "PRAGMA cache_size = -262144"
+Columns = tuple[tuple[str, str], ...]  # (name, kind) of a table's columns, in its order
 _COPY_FROM = 100  # rows of a table in one write from which PostgreSQL gets them by COPY
 
 
@@ -206,7 +207,8 @@ class _SQLStore:
                 if not rows:
                     continue
                 table = tables[table_name]
-                self._insert(cursor, table, physical(table, generation), _by_key(rows))
+                for width, group in _by_width(table, _by_key(rows)):
+                    self._insert(cursor, width, physical(table, generation), group)
             for table_name, rows in writes.upserts.items():
                 table = tables[table_name]
                 columns = table.column_names
@@ -234,8 +236,13 @@ class _SQLStore:
             rows,
         )
 
-    def _insert(self, cursor: Any, table: Table, name: str, rows: list[Row]) -> None:
-        self._upsert(cursor, table, name, "", rows)
+    def _insert(self, cursor: Any, columns: Columns, name: str, rows: list[Row]) -> None:
+        """Rows of the width of `columns`, the first columns of the table (the rest: NULL)."""
+        names = ", ".join(column for column, _ in columns)
+        cursor.executemany(
+            self._sql(f"INSERT INTO {name} ({names}) VALUES ({', '.join('?' * len(columns))})"),
+            rows,
+        )
 
     @contextmanager
     def reading(self, views: Collection[str]) -> Iterator[Select]:
@@ -326,11 +333,11 @@ class PostgresViewStore(_SQLStore):
         # flush. A crash may lose the last pages written, rows and position together.
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
-    def _insert(self, cursor: Any, table: Table, name: str, rows: list[Row]) -> None:
+    def _insert(self, cursor: Any, columns: Columns, name: str, rows: list[Row]) -> None:
         if len(rows) < _COPY_FROM:
-            super()._insert(cursor, table, name, rows)
+            super()._insert(cursor, columns, name, rows)
             return
-        _copy(cursor, table, name, rows)
+        _copy(cursor, columns, name, rows)
 
     def _upsert(self, cursor: Any, table: Table, name: str, conflict: str, rows: list[Row]) -> None:
         if len(rows) < _COPY_FROM:
@@ -342,7 +349,7 @@ class PostgresViewStore(_SQLStore):
         cursor.execute(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {name}) ON COMMIT DELETE ROWS"
         )
-        _copy(cursor, table, stage, rows)
+        _copy(cursor, table.columns, stage, rows)
         columns = ", ".join(table.column_names)
         cursor.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {stage} {conflict}")
 
@@ -367,14 +374,26 @@ class PostgresViewStore(_SQLStore):
             cursor.execute(f"LOCK TABLE {', '.join(views)} IN ACCESS SHARE MODE")
 
 
-def _copy(cursor: Any, table: Table, name: str, rows: list[Row]) -> None:
+def _copy(cursor: Any, columns: Columns, name: str, rows: list[Row]) -> None:
     """Rows into a PostgreSQL table by COPY in binary: the server parses no text (a fifth
     less of the write's time)."""
-    columns = ", ".join(table.column_names)
-    with cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["int8" if kind == "integer" else "text" for _, kind in table.columns])
+    names = ", ".join(column for column, _ in columns)
+    with cursor.copy(f"COPY {name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int8" if kind == "integer" else "text" for _, kind in columns])
         for row in rows:
             copy.write_row(row)
+
+
+def _by_width(table: Table, rows: list[Row]) -> list[tuple[Columns, list[Row]]]:
+    """Inserted rows by how many of the table's first columns they give (`Writes.insert`),
+    each group in the order given."""
+    widths = {len(row) for row in rows}
+    if len(widths) == 1:
+        return [(table.columns[: widths.pop()], rows)]
+    groups: dict[int, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(len(row), []).append(row)
+    return [(table.columns[:width], group) for width, group in groups.items()]
 
 
 def _by_key(rows: dict[Row, Row]) -> list[Row]:

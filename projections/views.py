@@ -65,7 +65,9 @@ class Writes:
         """A row whose key the table cannot hold yet: the model read that it is absent (a page
         is written only if no other writer moved the generation meanwhile), or its key is the
         position of an event of this page. Written without a conflict check (on PostgreSQL by
-        COPY straight into the table); one that is there after all fails the write."""
+        COPY straight into the table); one that is there after all fails the write. The row
+        may stop short of the table's last columns: those are NULL (SQLite's Python driver
+        binds a None as slowly as four texts)."""
         key = row[: len(table.key)]
         self.inserts.setdefault(table.name, {})[key] = row
 
@@ -204,22 +206,31 @@ class Projector:
         read: Callable[[int], Sequence[StoredRow]] | None = None,
     ) -> int:
         """One page after `at`; returns the new position (re-read if another runner moved it)."""
-        page = page or self.page
         with without_cycle_collection():
-            notifications = (
-                read(at)
-                if read is not None
-                else self.follower.stored_page(at, page, self.model.topics)
-            )
-            if not notifications:
-                # Nothing of ours up to the head: the position moves there without rows.
-                to = max(at, head if head is not None else self.follower.head())
-                return self._write(generation, Writes(), at, to) if to > at else at
-            last = notifications[-1][0]
-            to = max(last if len(notifications) == page or head is None else head, last)
-            events = self.decode(notifications)
-            writes = self.model.apply(events, self.store.rows(self.model, generation))
-            return self._write(generation, writes, at, to)
+            # The page's objects are freed as `_page` returns, before the collector is back on:
+            # else its first pass after each page goes over them all.
+            return self._page(generation, at, head, page or self.page, read)
+
+    def _page(
+        self,
+        generation: int,
+        at: int,
+        head: int | None,
+        page: int,
+        read: Callable[[int], Sequence[StoredRow]] | None,
+    ) -> int:
+        notifications = (
+            read(at) if read is not None else self.follower.stored_page(at, page, self.model.topics)
+        )
+        if not notifications:
+            # Nothing of ours up to the head: the position moves there without rows.
+            to = max(at, head if head is not None else self.follower.head())
+            return self._write(generation, Writes(), at, to) if to > at else at
+        last = notifications[-1][0]
+        to = max(last if len(notifications) == page or head is None else head, last)
+        events = self.decode(notifications)
+        writes = self.model.apply(events, self.store.rows(self.model, generation))
+        return self._write(generation, writes, at, to)
 
     def _write(self, generation: int, writes: Writes, at: int, to: int) -> int:
         try:
