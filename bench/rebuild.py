@@ -211,7 +211,9 @@ def main() -> None:
 
     print(f"\n{'':44}{'events/s':>10}{'vs plain':>10}   target ratio 0.5")
     for label, rate, ratio in rows:
-        verdict = "" if "rebuild" not in label else ("met" if ratio >= 0.5 else "MISSED")
+        # The target is each model's own rebuild; `--all` (three models in one pass) has none.
+        targeted = "rebuild" in label and "--all" not in label
+        verdict = ("met" if ratio >= 0.5 else "MISSED") if targeted else ""
         print(f"{label:44}{rate:10,.0f}{ratio:10.2f}   {verdict}")
     print("load average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
