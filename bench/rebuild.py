@@ -12,7 +12,6 @@ URL) when given, else the project's local PostgreSQL (started if needed).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from domain.identity import AddressKeys, person_key
 from domain.person import Person, Provenance
 from projections.per_person import PERSON_TOPICS
 from projections.stored import Facts
-from projections.views import REBUILD_PAGE, rebuild_together
+from projections.views import REBUILD_PAGE, rebuild_together, without_cycle_collection
 
 # The first unsubscribe (which registers the person: one stored event), another unsubscribe, one
 # more change, one more unsubscribe. (Five before a first change was stored as one event.)
@@ -159,11 +158,8 @@ def measure(label: str, url: str, events: int) -> list[tuple[str, float, float]]
     lean, facts = lean_read(store, decode=False), lean_read(store, decode=True)
     # A rebuild reads, applies and writes each page without the cyclic collector (nothing it
     # makes is in a cycle); the baseline reads as any process does. The same read without it:
-    gc.disable()
-    try:
+    with without_cycle_collection():
         _, plain_no_gc = plain_read(store, decode=False)
-    finally:
-        gc.enable()
     rows = [
         (f"{label}: plain read", plain, 1.0),
         (f"{label}: plain read, no cyclic GC", plain_no_gc, plain_no_gc / plain),

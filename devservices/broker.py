@@ -210,9 +210,11 @@ def _server_properties(settings: ServiceSettings, data_dir: Path) -> str:
 def _cluster_id(kafka_dir: Path) -> str:
     """The id the storage is formatted with (only asked for while it is not formatted yet)."""
     id_file = kafka_dir / "cluster-id"
-    if not id_file.exists() or id_file.read_text().strip().startswith("-"):
-        id_file.write_text(new_cluster_id())  # one with a leading '-' never formatted: replaced
-    return id_file.read_text().strip()
+    held = id_file.read_text().strip() if id_file.exists() else ""
+    if not held or held.startswith("-"):  # one with a leading '-' never formatted: replaced
+        held = new_cluster_id()
+        id_file.write_text(held)
+    return held
 
 
 def new_cluster_id() -> str:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from kafka.admin import NewTopic
 from devservices import broker as local_kafka
 from devservices.settings import load
 from tests import kafka_scratch
-from tests.integration.ingest_harness import REPO
+from tests.integration.ingest_harness import REPO, wait_for
 from tests.integration.private_broker import PrivateBroker, free_port_pair
 
 
@@ -34,13 +32,6 @@ def _create(bootstrap: str, names: list[str]) -> None:
         admin.create_topics([NewTopic(name, 1, 1) for name in names], timeout_ms=30_000)
 
 
-def _eventually(holds: Callable[[], bool], what: str, within_s: float = 60.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not holds():
-        assert time.monotonic() < deadline, f"not within {within_s:.0f} s: {what}"
-        time.sleep(0.2)
-
-
 @pytest.mark.kafka
 def test_the_topics_named_during_a_test_are_deleted_and_no_others(kafka_bootstrap: str) -> None:
     mine = kafka_scratch.scratch_suffix(kafka_bootstrap)
@@ -49,7 +40,7 @@ def test_the_topics_named_during_a_test_are_deleted_and_no_others(kafka_bootstra
     _create(kafka_bootstrap, [*named, someone_elses])
     try:
         assert sorted(kafka_scratch.delete_named(kafka_bootstrap)) == sorted(named)
-        _eventually(lambda: not set(named) & _topics(kafka_bootstrap), "the test's topics gone")
+        wait_for(lambda: not set(named) & _topics(kafka_bootstrap), 60, "the test's topics gone")
         assert someone_elses in _topics(kafka_bootstrap)
     finally:
         with closing(KafkaAdminClient(bootstrap_servers=kafka_bootstrap)) as admin:
@@ -65,7 +56,7 @@ def test_a_fresh_session_deletes_scratch_topics_and_keeps_the_products(
     _create(broker.bootstrap, [*left, kept])
     try:
         assert kafka_scratch.delete_leftovers(broker.bootstrap) == 3
-        _eventually(lambda: not set(left) & _topics(broker.bootstrap), "the leftovers gone")
+        wait_for(lambda: not set(left) & _topics(broker.bootstrap), 60, "the leftovers gone")
         assert kept in _topics(broker.bootstrap)
     finally:
         kafka_scratch.close()
