@@ -328,16 +328,34 @@ class SQLiteStore(SQLiteProcessRecorder):
 
     def histories(self, ids: Collection[UUID]) -> dict[UUID, list[StoredEvent]]:
         found: dict[UUID, list[StoredEvent]] = {}
+        asked = {i.hex: i for i in ids}  # the ids as stored: no UUID made per row (a third)
+
+        def add(rows: list[Any]) -> None:
+            for originator_id, version, topic, state in rows:
+                person_id = asked.get(originator_id) or UUID(originator_id)
+                event = StoredEvent(person_id, version, topic, bytes(state))
+                found.setdefault(person_id, []).append(event)
+
         with self.datastore.transaction(commit=False) as c:
-            for chunk in _chunks([i.hex for i in ids], _SQLITE_MAX_PARAMETERS // 2):
-                marks = ",".join("?" * len(chunk))
+            for chunk in _chunks(list(asked), _SQLITE_MAX_PARAMETERS):
+                # Which are stored at all, from the events' index alone: most persons a batch
+                # names are new, and this is their only lookup.
+                c.execute(
+                    f"SELECT DISTINCT originator_id FROM {self.events_table_name} "  # noqa: S608
+                    f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                stored = [row[0] for row in c.fetchall()]
+                if not stored:
+                    continue
+                marks = ",".join("?" * len(stored))
                 c.execute(
                     f"SELECT originator_id, max(originator_version) AS originator_version, "  # noqa: S608
                     f"topic, state FROM {self.snapshots_table_name} "
                     f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
-                    chunk,
+                    stored,
                 )
-                after = dict.fromkeys(chunk, 0)
+                after = dict.fromkeys(stored, 0)
                 for row in c.fetchall():
                     after[row["originator_id"]] = row["originator_version"]
                     found[UUID(row["originator_id"])] = [_stored(row)]
@@ -351,8 +369,7 @@ class SQLiteStore(SQLiteProcessRecorder):
                         f"ORDER BY originator_id, originator_version",
                         whole,
                     )
-                    for row in c.fetchall():
-                        found.setdefault(UUID(row["originator_id"]), []).append(_stored(row))
+                    add(c.fetchall())
                 for originator_id, version in after.items():
                     if version == 0:
                         continue
@@ -363,8 +380,7 @@ class SQLiteStore(SQLiteProcessRecorder):
                         f"ORDER BY originator_version",
                         (originator_id, version),
                     )
-                    for row in c.fetchall():
-                        found.setdefault(UUID(row["originator_id"]), []).append(_stored(row))
+                    add(c.fetchall())
         return found
 
     def address(self, mailbox: str) -> str | None:
@@ -565,8 +581,18 @@ class PostgresStore(PostgresProcessRecorder):
     def histories(self, ids: Collection[UUID]) -> dict[UUID, list[StoredEvent]]:
         snapshots = self.events_table_name.replace("events", "snapshots")
         found: dict[UUID, list[StoredEvent]] = {}
-        id_list = list(ids)
         with self.datastore.transaction(commit=False) as curs:
+            # Which are stored at all, from the events' index alone: most persons a batch names
+            # are new, and this is their only lookup.
+            curs.execute(
+                SQL("SELECT DISTINCT originator_id FROM {} WHERE originator_id = ANY(%s)").format(
+                    self._table(self.events_table_name)
+                ),
+                [uuid_array(ids)],
+            )
+            id_list = [row["originator_id"] for row in curs.fetchall()]
+            if not id_list:
+                return found
             curs.execute(
                 SQL(
                     "SELECT DISTINCT ON (originator_id) originator_id, originator_version, "

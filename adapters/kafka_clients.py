@@ -251,7 +251,9 @@ def consumer(settings: Settings, topics: Iterable[str] = (), **overrides: object
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": TOPIC_MAX_MESSAGE_BYTES,
         "fetch_max_bytes": 4 * TOPIC_MAX_MESSAGE_BYTES,
-        "max_poll_records": 5000,  # larger slices, fewer commits (bench/ingest.py)
+        # Larger slices, fewer commits: a slice is what one fetch holds of a partition, up to this
+        # (bench/ingest.py; docs/performance.md "Session 7").
+        "max_poll_records": 20_000,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
         "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,

@@ -87,8 +87,10 @@ class ChangeBatch:
     look_up_recorded: bool = False
     # Stored events read for the batch in one query, projected when a change first needs them.
     unprojected: dict[UUID, Sequence[StoredEvent]] = field(default_factory=dict)
-    # New persons whose one change in the batch is stored without building them.
-    firsts: set[UUID] = field(default_factory=set)
+    # New persons (by key) whose one change in the batch is stored without building them.
+    firsts: set[str] = field(default_factory=set)
+    # Stored persons (by key) whose one change in the batch is stored without applying it.
+    loaded_once: set[str] = field(default_factory=set)
 
 
 class ChangesFailed(Exception):
@@ -145,7 +147,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             )
         self.index: Index = self.recorder
         # Stored as made, unless the mapper compresses or encrypts (then the library's path).
-        self._first_changes_direct = not (self.mapper.compressor or self.mapper.cipher)
+        self._direct = not (self.mapper.compressor or self.mapper.cipher)
         self._firsts = FirstChanges(self.mapper.transcoder)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -213,32 +215,46 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch: ChangeBatch = domain_event
+        # Event ids as ints and persons by key in this batch's sets: a UUID hashes in Python.
         known = (
-            self.index.recorded_changes({c.provenance.event_id for c in batch.changes})
+            {
+                i.int
+                for i in self.index.recorded_changes({c.provenance.event_id for c in batch.changes})
+            }
             if batch.look_up_recorded
             else set()
         )
         fresh: list[tuple[int, Change]] = []
         for index, change in enumerate(batch.changes):
-            if change.provenance.event_id in known:
+            event_id = change.provenance.event_id.int
+            if event_id in known:
                 batch.duplicates += 1
             else:
-                known.add(change.provenance.event_id)
+                known.add(event_id)
                 fresh.append((index, change))
         person_ids = [aggregate_id(change.person_key) for _, change in fresh]  # once: sha1 each
         self._load_persons(batch, [change for _, change in fresh], person_ids)
         addresses: dict[str, str] = {}
         carriers: set[tuple[str, str]] = set()
         failures: dict[int, Exception] = {}
-        broken: set[UUID] = set()
-        firsts: list[StoredEvent] = []
+        broken: set[str] = set()
+        direct: list[StoredEvent] = []  # made straight from changes (domain.first_change)
         for (index, change), person_id in zip(fresh, person_ids, strict=True):
-            if person_id in broken:
+            key = change.person_key
+            if key in broken:
                 continue  # tried again in the next attempt, on a person read afresh
             try:
-                if person_id in batch.firsts:
-                    firsts.extend(self._first_change(change))
+                if key in batch.firsts:
+                    direct.extend(self._first_change(change))
                     new_link = True
+                elif key in batch.loaded_once:
+                    person = self._loaded(batch, change.person_key, person_id)
+                    new_link = _new_link(person, change)
+                    if (person.version + 1) % SNAPSHOT_EVERY:
+                        direct.append(self._next_change(person, change))
+                    else:  # a snapshot is taken of the changed person
+                        batch.persons[person_id] = person
+                        _apply(person, change)
                 else:
                     person = self._person_for(batch, change.person_key, person_id)
                     new_link = _new_link(person, change)
@@ -247,7 +263,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 raise  # the store's trouble, not this change's
             except Exception as error:  # whatever the cause, it is this change that fails
                 failures[index] = error
-                broken.add(person_id)
+                broken.add(key)
                 continue
             batch.recorded += 1
             if new_link and change.mailbox is not None:
@@ -265,15 +281,15 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             change_ids=[change.provenance.event_id for index, change in fresh],
             addresses=addresses,
             carriers=sorted(carriers),
-            first_changes=firsts,
+            direct_events=direct,
         )
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Any]:
-        """Maps and inserts the events (with the new persons' first changes, stored as made),
-        and caches the persons; returns no recordings: nothing here reads them."""
+        """Maps and inserts the events (with the changes stored as made), and caches the persons;
+        returns no recordings: nothing here reads them."""
         kwargs = dict(processing_event.saved_kwargs)
         stored = [self.mapper.to_stored_event(event) for event in processing_event.events]
-        stored.extend(kwargs.pop("first_changes", ()))
+        stored.extend(kwargs.pop("direct_events", ()))
         self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
         cache = self.repository.cache
         if cache is not None and not self.repository.fastforward:  # as the library's _record
@@ -282,10 +298,12 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         return []
 
     def _first_change(self, change: Change) -> tuple[StoredEvent]:
-        refusal = refusal_of(change)
-        if refusal is not None:
-            raise ValueError(refusal)
+        _check(change)
         return self._firsts.events(change, without_addresses(change.provenance))
+
+    def _next_change(self, person: Person, change: Change) -> StoredEvent:
+        _check(change)
+        return self._firsts.next_event(person, change, without_addresses(change.provenance))
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshots from the aggregates in hand (no re-read), when a batch crosses an interval.
@@ -391,7 +409,8 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         keys = {person_id: change.person_key for person_id, change in pairs}
         cache = self.repository.cache
         if cache is not None:
-            for person_id in list(keys):
+            held = cache.cache  # the cache's own dict: most persons miss, and get() raises then
+            for person_id in [person_id for person_id in keys if person_id in held]:
                 try:
                     cached = cache.get(person_id)
                 except KeyError:
@@ -400,27 +419,32 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 batch.persons[person_id] = cached
                 del keys[person_id]
         stored = self.index.histories(list(keys)) if keys else {}
-        once = _touched_once(person_ids) if self._first_changes_direct else set()
+        once = _touched_once([change.person_key for change in changes]) if self._direct else set()
         for person_id, key in keys.items():
-            if person_id in stored:
-                batch.unprojected[person_id] = stored[person_id]
-            elif person_id in once:
-                batch.firsts.add(person_id)
+            history = stored.get(person_id)
+            if history is not None:
+                batch.unprojected[person_id] = history
+                if key in once:
+                    batch.loaded_once.add(key)
+            elif key in once:
+                batch.firsts.add(key)
             else:
                 batch.persons[person_id] = Person.register(key)
 
     def _person_for(self, batch: ChangeBatch, key: str, person_id: UUID) -> Person:
         if person_id not in batch.persons:
-            stored = batch.unprojected.pop(person_id, None)
-            if stored is None:
-                batch.persons[person_id] = self.person(key) or Person.register(key)
-            else:
-                # Projected here, so that a history this version cannot read fails its change only.
-                person = _projected(map(self.mapper.to_domain_event, stored))
-                if not isinstance(person, Person):
-                    raise TypeError(f"the stored history of {key} is not a person's")
-                batch.persons[person_id] = person
+            batch.persons[person_id] = self._loaded(batch, key, person_id)
         return batch.persons[person_id]
+
+    def _loaded(self, batch: ChangeBatch, key: str, person_id: UUID) -> Person:
+        stored = batch.unprojected.pop(person_id, None)
+        if stored is None:
+            return self.person(key) or Person.register(key)
+        # Projected here, so that a history this version cannot read fails its change only.
+        person = _projected(map(self.mapper.to_domain_event, stored))
+        if not isinstance(person, Person):
+            raise TypeError(f"the stored history of {key} is not a person's")
+        return person
 
 
 def refusal_of(change: Change) -> str | None:
@@ -438,6 +462,13 @@ def refusal_of(change: Change) -> str | None:
         except ValueError as error:
             return str(error)
     return None
+
+
+def _check(change: Change) -> None:
+    """What applying the change to a person would refuse, for a change stored without it."""
+    refusal = refusal_of(change)
+    if refusal is not None:
+        raise ValueError(refusal)
 
 
 def without_addresses(provenance: Provenance) -> Provenance:
@@ -485,12 +516,12 @@ def _projected(events: Iterable[Any]) -> Any:
     return aggregate
 
 
-def _touched_once(person_ids: Sequence[UUID]) -> set[UUID]:
-    """The persons that appear exactly once among these (each change's person)."""
-    seen: set[UUID] = set()
-    again: set[UUID] = set()
-    for person_id in person_ids:
-        (again if person_id in seen else seen).add(person_id)
+def _touched_once(keys: Sequence[str]) -> set[str]:
+    """The persons that appear exactly once among these (each change's person key)."""
+    seen: set[str] = set()
+    again: set[str] = set()
+    for key in keys:
+        (again if key in seen else seen).add(key)
     return seen - again
 
 

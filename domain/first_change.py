@@ -1,17 +1,19 @@
-"""A new person's first change, stored without building the person: the one stored event the
-library's path (register the person, apply the change, map the event: a `Person.FirstUnsubscribed`
-or its siblings, which register the person and make the change) would store, made straight from
-the change.
+"""Changes stored without applying them to a person: the one stored event the library's path
+(apply the change to the person, map the event) would store, made straight from the change.
 
-Most changes the ingest sees create a person, and the aggregate and its event objects cost more
-than the rest of the change together; nothing reads them before the next change of that person,
-which loads it from the store like any other. tests/unit/test_first_change.py compares the two
-paths byte for byte on every kind of change.
+- A new person's first change (`FirstChanges.events`): a `Person.FirstUnsubscribed` or its
+  siblings, which register the person and make the change. Most changes the ingest sees create a
+  person, and the aggregate and its event objects cost more than the rest of the change together.
+- A stored person's one change in a batch (`FirstChanges.next_event`): the person is loaded (so a
+  history this version cannot read still fails its change), but not changed, mapped or cached.
+
+Nothing reads those persons before their next change, which loads them from the store like any
+other. tests/unit/test_first_change.py compares the paths byte for byte on every kind of change.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -24,11 +26,13 @@ from domain.person import FIRST_CHANGES, Person, change_fields
 from domain.rule import ChangeKind
 
 _PERSON = get_topic(Person)
-_TOPICS = {
-    ChangeKind.UNSUBSCRIBED: get_topic(FIRST_CHANGES[Person.Unsubscribed]),
-    ChangeKind.UNSUBSCRIBE_REMOVED: get_topic(FIRST_CHANGES[Person.UnsubscribeRemoved]),
-    ChangeKind.PERSON_LINKED: get_topic(FIRST_CHANGES[Person.PersonLinked]),
+_KINDS = {
+    ChangeKind.UNSUBSCRIBED: Person.Unsubscribed,
+    ChangeKind.UNSUBSCRIBE_REMOVED: Person.UnsubscribeRemoved,
+    ChangeKind.PERSON_LINKED: Person.PersonLinked,
 }
+_TOPICS = {kind: get_topic(FIRST_CHANGES[event]) for kind, event in _KINDS.items()}
+_NEXT_TOPICS = {kind: get_topic(event) for kind, event in _KINDS.items()}
 _CHANGED_VERSION = Person.Changed.class_version
 assert all(getattr(kind, "class_version", 1) == _CHANGED_VERSION for kind in FIRST_CHANGES.values())
 
@@ -66,23 +70,48 @@ class FirstChanges:
             state["previous_salesforce_id"] = None  # a new person was linked to nothing
         state["key"] = change.person_key
         state["class_version"] = _CHANGED_VERSION
-        if self.direct:
-            stamp = {"_type_": "datetime_iso", "_data_": now.isoformat()}
-            state["timestamp"] = stamp
-            state["event_id"] = {"_type_": "uuid_hex", "_data_": provenance.event_id.hex}
-            occurred = state["occurred_at"]
-            state["occurred_at"] = (
-                stamp
-                if occurred is now
-                else {"_type_": "datetime_iso", "_data_": occurred.isoformat()}
-            )
-            encoded = _ENCODE(state)
-        else:
-            encoded = self.transcoder.encode(state)
+        encoded = self._encoded(state, now)
         return (StoredEvent(aggregate_id(change.person_key), 1, _TOPICS[change.kind], encoded),)
+
+    def next_event(self, person: Person, change: Any, provenance: Any) -> StoredEvent:
+        """The stored event of a change to a person loaded from the store (not changed since):
+        the event `person` would trigger, at its next version."""
+        now = Person.Changed.create_timestamp()
+        state = {"timestamp": now, **change_fields(provenance, change.mailbox, now)}
+        if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
+            state["salesforce_id"] = change.salesforce_id
+        if change.kind is ChangeKind.PERSON_LINKED:
+            state["previous_salesforce_id"] = person.salesforce_id
+        state["class_version"] = _CHANGED_VERSION
+        return StoredEvent(
+            person.id, person.version + 1, _NEXT_TOPICS[change.kind], self._encoded(state, now)
+        )
+
+    def _encoded(self, state: dict[str, Any], now: datetime) -> bytes:
+        if not self.direct:
+            return self.transcoder.encode(state)
+        stamp = {"_type_": "datetime_iso", "_data_": isoformat(now)}
+        state["timestamp"] = stamp
+        state["event_id"] = {"_type_": "uuid_hex", "_data_": state["event_id"].hex}
+        occurred = state["occurred_at"]
+        state["occurred_at"] = (
+            stamp if occurred is now else {"_type_": "datetime_iso", "_data_": isoformat(occurred)}
+        )
+        return _ENCODE(state)
 
 
 _ENCODE = msgspec.json.Encoder().encode
+
+
+def isoformat(moment: datetime) -> str:
+    """`moment.isoformat()`, several times faster for a time in UTC (msgspec writes RFC 3339,
+    which differs only in its "Z"; tests/unit/test_first_change.py checks them against each
+    other)."""
+    if moment.tzinfo is UTC:
+        return _ENCODE(moment)[1:-2].decode() + "+00:00"
+    return moment.isoformat()
+
+
 _PROBE_TIME = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-3)))
 _PROBE_ID = UUID(int=12345)
 

@@ -40,7 +40,7 @@ def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def recorder(path: Path, direct: bool) -> ChangeRecorder:
     store = ChangeRecorder(env=environment(f"sqlite:///{path}", create_table=True, writer=True))
-    store._first_changes_direct = direct
+    store._direct = direct
     return store
 
 
@@ -264,3 +264,69 @@ def test_a_change_the_domain_refuses_fails_alike_on_both_paths(
     assert all(isinstance(e, ValueError) for e in failed.value.failures.values())
     store.close()
     assert rows(tmp_path / "s.sqlite")["events"] == []
+
+
+def reopened(path: Path, direct: bool) -> ChangeRecorder:
+    """The store afresh: its persons are read from the log, not from the writer's cache."""
+    return recorder(path, direct)
+
+
+@pytest.mark.parametrize("kind", list(ChangeKind))
+def test_a_stored_persons_one_change_is_stored_as_made(tmp_path: Path, kind: ChangeKind) -> None:
+    first = make_change(ChangeKind.UNSUBSCRIBED, 1, 2, "recipient", 3)  # names a Salesforce id
+    then = make_change(kind, 1, 3, "user", 4)  # and an address the person does not carry yet
+    paths = {direct: tmp_path / f"{direct}.sqlite" for direct in (False, True)}
+    for direct, path in paths.items():
+        store = recorder(path, direct)
+        store.record([first], Tracking("changes:0", 0))
+        store.close()
+        store = reopened(path, direct)
+        batch = store.record([then], Tracking("changes:0", 1))
+        assert batch.recorded == 1
+        assert bool(batch.persons) is not direct  # the direct path changed no person
+        store.close()
+    assert rows(paths[True]) == rows(paths[False])
+    [_, (_, version, topic, _)] = rows(paths[True])["events"]
+    assert version == 2 and topic == get_topic(_CHANGE_CLASSES[kind])
+    assert len(rows(paths[True])[CARRIERS]) == 2  # the new link is in the index
+    store = reopened(paths[True], True)
+    person = store.person(first.person_key)
+    assert person is not None and person.version == 2
+    store.close()
+
+
+def snapshots(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT * FROM stored_snapshots ORDER BY 1, 2").fetchall()
+
+
+def test_a_change_that_is_due_a_snapshot_is_applied_to_the_person(tmp_path: Path) -> None:
+    from domain.application import SNAPSHOT_EVERY
+
+    changes = [
+        make_change(ChangeKind.UNSUBSCRIBED, 1, offset % 3, "recipient", offset)
+        for offset in range(SNAPSHOT_EVERY)
+    ]
+    paths = {direct: tmp_path / f"{direct}.sqlite" for direct in (False, True)}
+    for direct, path in paths.items():
+        store = recorder(path, direct)
+        for offset, change in enumerate(changes):
+            batch = store.record([change], Tracking("changes:0", offset))
+            if direct:  # stored as made, but the snapshot's change goes through the person
+                assert bool(batch.persons) is (offset == SNAPSHOT_EVERY - 1)
+        store.close()
+    assert rows(paths[True]) == rows(paths[False])
+    [snapshot] = snapshots(paths[True])
+    assert snapshot == snapshots(paths[False])[0] and snapshot[1] == SNAPSHOT_EVERY
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 1), timezones=st.just(UTC) | st.none() | st.timezones()
+    )
+)
+def test_the_fast_isoformat_writes_what_isoformat_writes(moment: datetime) -> None:
+    from domain.first_change import isoformat
+
+    assert isoformat(moment) == moment.isoformat()
