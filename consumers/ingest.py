@@ -149,7 +149,8 @@ class Ingest:
                 try:
                     polled = self._poll()
                     self._note_lag()
-                    self._ingest(polled)
+                    with self.collections.storing():
+                        self._ingest(polled)
                     if polled:
                         self._note_lag()
                         self.collections.after_poll()

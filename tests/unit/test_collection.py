@@ -50,3 +50,32 @@ def test_what_the_cache_lets_go_is_freed_at_once_while_frozen() -> None:
         assert alive() is None
     finally:
         collections.close()
+
+
+def test_a_cycle_made_while_storing_a_poll_is_reclaimed_after_it() -> None:
+    collections = Collections(clock=lambda: 0.0)
+    try:
+        with collections.storing():
+            assert not gc.isenabled()  # no collection in the middle of a poll
+            for _ in range(10_000):  # more than enough to have set off a collection
+                node = _Node()
+            alive = weakref.ref(node)
+            del node
+        assert gc.isenabled()
+        collections.after_poll()
+        assert alive() is None  # reclaimed before the poll's survivors were frozen
+    finally:
+        collections.close()
+
+
+def test_the_collector_is_back_on_when_storing_a_poll_raises() -> None:
+    collections = Collections(clock=lambda: 0.0)
+    try:
+        try:
+            with collections.storing():
+                raise RuntimeError("a slice that failed")
+        except RuntimeError:
+            pass
+        assert gc.isenabled()
+    finally:
+        collections.close()
