@@ -55,8 +55,10 @@ AUDIT = Table(
         ("salesforce_outcome_at", "text"),
     ),
     key=("position",),
+    # (person_key, position): an outcome updates the unsubscribes before it, and `person` reads
+    # a person's history. Not kept up while a rebuild loads (random keys: a commit rewrote most
+    # of its pages); the outcomes' updates wait for it (`Writes`).
     indexes=(("person_key", "position"), ("occurred_at",), ("recorded_at",)),
-    write_indexes=(("person_key", "position"),),  # an outcome updates the unsubscribes before it
 )
 KEYS = Table("audit_keys", (("person_id", "text"), ("person_key", "text")), key=("person_id",))
 COLUMNS = AUDIT.column_names
@@ -188,6 +190,12 @@ _REPLACES = {
     "OR salesforce_outcome LIKE 'retrying%')",
     "waiting": "(salesforce_outcome IS NULL OR salesforce_outcome LIKE 'waiting%')",
 }
+# One text per kind (a rebuild holds every outcome's statement until its indexes exist).
+_UPDATES = {
+    kind: "UPDATE {table} SET salesforce_outcome = ?, salesforce_outcome_at = ? "
+    "WHERE person_key = ? AND change = 'unsubscribed' AND position < ? AND " + replaces
+    for kind, replaces in _REPLACES.items()
+}
 
 
 def _outcome_of_unsubscribes(writes: Writes, position: int, key: str, event: Fact) -> None:
@@ -200,12 +208,7 @@ def _outcome_of_unsubscribes(writes: Writes, position: int, key: str, event: Fac
         kind, outcome, at = "waiting", f"waiting: {event.reason}", event.recorded_at
     else:
         return
-    writes.execute(
-        AUDIT,
-        "UPDATE {table} SET salesforce_outcome = ?, salesforce_outcome_at = ? "
-        "WHERE person_key = ? AND change = 'unsubscribed' AND position < ? AND " + _REPLACES[kind],
-        (outcome, utc_text(at), key, position),
-    )
+    writes.execute(AUDIT, _UPDATES[kind], (outcome, utc_text(at), key, position))
 
 
 class AuditRow(msgspec.Struct, frozen=True, kw_only=True):
