@@ -27,6 +27,7 @@ from projections.stored import (
     Unsubscribed,
     UnsubscribeRemoved,
     Waiting,
+    utc_texts,
 )
 from projections.views import Row, Rows, Select, Table, Writes, view
 
@@ -78,22 +79,52 @@ class AuditTrail:
         keys.update((r[0], r[1]) for r in rows(KEYS, "person_id", wanted))
         writes = Writes()
         changes = [event for _, event in events if isinstance(event, Change)]
-        event_ids = iter(_texts([change.event.id for change in changes]))
+        # Each change's event id and times as text, made for the whole page at once.
+        texts = zip(
+            _texts([change.event.id for change in changes]),
+            utc_texts([change.occurred.text for change in changes]),
+            utc_texts([change.stamp.text for change in changes]),
+            strict=True,
+        )
+        names = _CHANGE_NAMES
         # A row at an event's position: no earlier page wrote it (`Writes.insert`, inline).
         inserts = writes.inserts[AUDIT.name] = {}
         for position, event in events:
             person_id = event.person_id
-            is_change = isinstance(event, Change)
-            event_id = next(event_ids) if is_change else ""
+            if isinstance(event, Change):
+                event_id, occurred_at, recorded_at = next(texts)
+                key = keys.get(person_id)
+                if key is None:
+                    continue
+                # A change's row (inline: a call a row was a tenth of the fold). No outcome
+                # columns: NULL (`Writes.insert`).
+                named = event.actor_name or event.actor_id
+                kind = event.actor_kind
+                inserts[(position,)] = (
+                    position,
+                    person_id,
+                    key,
+                    event.version,
+                    names[type(event)],
+                    event.source,
+                    f"{kind}:{named}" if named else kind,
+                    kind,
+                    event.channel,
+                    event.reason,
+                    event.mailbox,
+                    event.salesforce_id,
+                    occurred_at,
+                    recorded_at,
+                    event_id,
+                )
+                continue
             if isinstance(event, Registered):
                 writes.upsert(KEYS, (person_id, event.key))
                 continue
             key = keys.get(person_id)
             if key is None:
                 continue
-            if is_change:
-                inserts[(position,)] = _change_row(position, key, event, event_id)  # type: ignore[arg-type]
-            elif isinstance(event, OUTCOMES):
+            if isinstance(event, OUTCOMES):
                 inserts[(position,)] = _outcome_row(position, key, event)
                 _outcome_of_unsubscribes(writes, position, key, event)
         return writes
@@ -116,28 +147,6 @@ def _texts(ids: list[UUID]) -> list[str]:
 
 _encode = msgspec.json.Encoder().encode
 _as_texts = msgspec.json.Decoder(list[str]).decode
-
-
-def _change_row(position: int, key: str, event: Change, event_id: str) -> Row:
-    named = event.actor_name or event.actor_id
-    return (
-        position,
-        event.person_id,
-        key,
-        event.version,
-        _CHANGE_NAMES[type(event)],
-        event.source,
-        f"{event.actor_kind}:{named}" if named else event.actor_kind,
-        event.actor_kind,
-        event.channel,
-        event.reason,
-        event.mailbox,
-        event.salesforce_id,
-        event.occurred.utc,
-        event.stamp.utc,
-        event_id,
-        # no outcome columns: NULL (`Writes.insert`), and no None for SQLite to bind
-    )
 
 
 def _outcome_row(position: int, key: str, event: Fact) -> Row:

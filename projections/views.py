@@ -335,18 +335,9 @@ def rebuild_together(
         head, at = first.follower.head(), 0
         while at < head and not first.follower.stopping.is_set():
             with without_cycle_collection():
-                notifications = first.follower.stored_page(
-                    at, first.rebuild_page, first.model.topics
-                )
-                to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
-                to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, too
-                events = first.decode(notifications)
-                for projector in projectors:
-                    generation = fresh[projector.model.name]
-                    rows = projector.store.rows(projector.model, generation)
-                    writes = projector.model.apply(events, rows)
-                    projector.write(generation, writes, at, to)
-            at = to
+                # The page's objects are freed as `_together` returns, before the collector is
+                # back on (as `Projector.step`).
+                at = _together(projectors, fresh, at, head)
             if progress is not None:
                 progress(at, head)
     except BaseException:
@@ -355,6 +346,21 @@ def rebuild_together(
             projector.store.drop(projector.model, fresh[projector.model.name])
         raise
     return {p.model.name: p.go_live(fresh[p.model.name], progress) for p in projectors}
+
+
+def _together(projectors: Sequence[Projector], fresh: dict[str, int], at: int, head: int) -> int:
+    """One page of `rebuild_together`: read and decoded once, applied to each model."""
+    first = projectors[0]
+    notifications = first.follower.stored_page(at, first.rebuild_page, first.model.topics)
+    to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
+    to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, too
+    events = first.decode(notifications)
+    for projector in projectors:
+        generation = fresh[projector.model.name]
+        rows = projector.store.rows(projector.model, generation)
+        writes = projector.model.apply(events, rows)
+        projector.write(generation, writes, at, to)
+    return to
 
 
 def follow(
