@@ -27,6 +27,7 @@ from projections.stored import (
     Unsubscribed,
     UnsubscribeRemoved,
     Waiting,
+    utc_texts,
 )
 from projections.views import Row, Rows, Select, Table, Writes, view
 
@@ -55,8 +56,10 @@ AUDIT = Table(
         ("salesforce_outcome_at", "text"),
     ),
     key=("position",),
+    # (person_key, position): an outcome updates the unsubscribes before it, and `person` reads
+    # a person's history. Not kept up while a rebuild loads (random keys: a commit rewrote most
+    # of its pages); the outcomes' updates wait for it (`Writes`).
     indexes=(("person_key", "position"), ("occurred_at",), ("recorded_at",)),
-    write_indexes=(("person_key", "position"),),  # an outcome updates the unsubscribes before it
 )
 KEYS = Table("audit_keys", (("person_id", "text"), ("person_key", "text")), key=("person_id",))
 COLUMNS = AUDIT.column_names
@@ -76,22 +79,52 @@ class AuditTrail:
         keys.update((r[0], r[1]) for r in rows(KEYS, "person_id", wanted))
         writes = Writes()
         changes = [event for _, event in events if isinstance(event, Change)]
-        event_ids = iter(_texts([change.event.id for change in changes]))
+        # Each change's event id and times as text, made for the whole page at once.
+        texts = zip(
+            _texts([change.event.id for change in changes]),
+            utc_texts([change.occurred.text for change in changes]),
+            utc_texts([change.stamp.text for change in changes]),
+            strict=True,
+        )
+        names = _CHANGE_NAMES
         # A row at an event's position: no earlier page wrote it (`Writes.insert`, inline).
         inserts = writes.inserts[AUDIT.name] = {}
         for position, event in events:
             person_id = event.person_id
-            is_change = isinstance(event, Change)
-            event_id = next(event_ids) if is_change else ""
+            if isinstance(event, Change):
+                event_id, occurred_at, recorded_at = next(texts)
+                key = keys.get(person_id)
+                if key is None:
+                    continue
+                # A change's row (inline: a call a row was a tenth of the fold). No outcome
+                # columns: NULL (`Writes.insert`).
+                named = event.actor_name or event.actor_id
+                kind = event.actor_kind
+                inserts[(position,)] = (
+                    position,
+                    person_id,
+                    key,
+                    event.version,
+                    names[type(event)],
+                    event.source,
+                    f"{kind}:{named}" if named else kind,
+                    kind,
+                    event.channel,
+                    event.reason,
+                    event.mailbox,
+                    event.salesforce_id,
+                    occurred_at,
+                    recorded_at,
+                    event_id,
+                )
+                continue
             if isinstance(event, Registered):
                 writes.upsert(KEYS, (person_id, event.key))
                 continue
             key = keys.get(person_id)
             if key is None:
                 continue
-            if is_change:
-                inserts[(position,)] = _change_row(position, key, event, event_id)  # type: ignore[arg-type]
-            elif isinstance(event, OUTCOMES):
+            if isinstance(event, OUTCOMES):
                 inserts[(position,)] = _outcome_row(position, key, event)
                 _outcome_of_unsubscribes(writes, position, key, event)
         return writes
@@ -114,28 +147,6 @@ def _texts(ids: list[UUID]) -> list[str]:
 
 _encode = msgspec.json.Encoder().encode
 _as_texts = msgspec.json.Decoder(list[str]).decode
-
-
-def _change_row(position: int, key: str, event: Change, event_id: str) -> Row:
-    named = event.actor_name or event.actor_id
-    return (
-        position,
-        event.person_id,
-        key,
-        event.version,
-        _CHANGE_NAMES[type(event)],
-        event.source,
-        f"{event.actor_kind}:{named}" if named else event.actor_kind,
-        event.actor_kind,
-        event.channel,
-        event.reason,
-        event.mailbox,
-        event.salesforce_id,
-        event.occurred.utc,
-        event.stamp.utc,
-        event_id,
-        # no outcome columns: NULL (`Writes.insert`), and no None for SQLite to bind
-    )
 
 
 def _outcome_row(position: int, key: str, event: Fact) -> Row:
@@ -188,6 +199,12 @@ _REPLACES = {
     "OR salesforce_outcome LIKE 'retrying%')",
     "waiting": "(salesforce_outcome IS NULL OR salesforce_outcome LIKE 'waiting%')",
 }
+# One text per kind (a rebuild holds every outcome's statement until its indexes exist).
+_UPDATES = {
+    kind: "UPDATE {table} SET salesforce_outcome = ?, salesforce_outcome_at = ? "
+    "WHERE person_key = ? AND change = 'unsubscribed' AND position < ? AND " + replaces
+    for kind, replaces in _REPLACES.items()
+}
 
 
 def _outcome_of_unsubscribes(writes: Writes, position: int, key: str, event: Fact) -> None:
@@ -200,12 +217,7 @@ def _outcome_of_unsubscribes(writes: Writes, position: int, key: str, event: Fac
         kind, outcome, at = "waiting", f"waiting: {event.reason}", event.recorded_at
     else:
         return
-    writes.execute(
-        AUDIT,
-        "UPDATE {table} SET salesforce_outcome = ?, salesforce_outcome_at = ? "
-        "WHERE person_key = ? AND change = 'unsubscribed' AND position < ? AND " + _REPLACES[kind],
-        (outcome, utc_text(at), key, position),
-    )
+    writes.execute(AUDIT, _UPDATES[kind], (outcome, utc_text(at), key, position))
 
 
 class AuditRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -37,6 +37,11 @@ _SQLITE_CHUNK = 900  # bound parameters per statement, below SQLite's historical
 _SQLITE_CACHE = "PRAGMA cache_size = -262144"
 Columns = tuple[tuple[str, str], ...]  # (name, kind) of a table's columns, in its order
 _COPY_FROM = 100  # rows of a table in one write from which PostgreSQL gets them by COPY
+# Python's sqlite3 binds a None through the adapter protocol (a registry miss, then attribute
+# lookups: 0.3 µs, as slow as four texts); with an adapter registered for None, a C callable that
+# gives None back, it is bound as NULL at once. Process-wide, and only faster: None is NULL still.
+_NONE: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NONE.get)
 
 
 def physical(table: Table | str, generation: int) -> str:

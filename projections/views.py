@@ -32,8 +32,9 @@ class Table:
     columns: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
-    # Those of `indexes` the model's own writes use; a rebuilt generation gets the others only
-    # once built (before it goes live): one index build instead of upkeep on every insert.
+    # Those of `indexes` the model's reads of its rows (`Rows`) use; a rebuilt generation gets
+    # the others only once built (before it goes live): one index build instead of upkeep on
+    # every insert. Its `Writes.statements` wait for them (`Projector`): they need none.
     write_indexes: tuple[tuple[str, ...], ...] = ()
 
     @property
@@ -51,7 +52,12 @@ class Writes:
     """What a page of events does to a read model's tables, applied in one transaction:
     `inserts` add rows whose keys the table does not hold, `upserts` replace rows by primary
     key; then `statements`, in order, each SQL with `?` parameters and `{table}` standing for
-    the physical name of the table it names."""
+    the physical name of the table it names.
+
+    A rebuild holds its statements back until the fresh generation's indexes are built, then
+    runs them in log order, after the inserts and upserts of every later page: a statement must
+    not change rows that later pages add or replace, and `apply` must not read what it changes
+    (the audit's outcomes update the unsubscribes before them, and it reads only its keys)."""
 
     upserts: dict[str, dict[Row, Row]] = field(default_factory=dict)
     statements: list[tuple[str, str, Row]] = field(default_factory=list)
@@ -162,6 +168,8 @@ class Projector:
     decode: Decode
     page: int = PAGE
     rebuild_page: int = REBUILD_PAGE
+    # A rebuild's statements, by fresh generation, held back until its indexes exist (`Writes`).
+    held: dict[int, list[tuple[str, str, Row]]] = field(default_factory=dict, repr=False)
 
     def ensure(self) -> int:
         """The live generation, made (empty, position 0) if the model was never built."""
@@ -234,10 +242,19 @@ class Projector:
 
     def _write(self, generation: int, writes: Writes, at: int, to: int) -> int:
         try:
-            self.store.write(self.model, generation, writes, at, to)
+            self.write(generation, writes, at, to)
         except PositionMoved:
             return self.store.position(self.model.name, generation)
         return to
+
+    def write(self, generation: int, writes: Writes, at: int, to: int) -> None:
+        """`ViewStore.write`, the statements held back while a rebuild lacks its indexes."""
+        held = self.held.get(generation)
+        if held is None or not writes.statements:
+            self.store.write(self.model, generation, writes, at, to)
+            return
+        self.store.write(self.model, generation, Writes(writes.upserts, [], writes.inserts), at, to)
+        held.extend(writes.statements)  # once written: a page read again holds them once
 
     def advance(self) -> bool:
         """One page into the live generation if it lags; True if it did. A rebuild that
@@ -262,6 +279,7 @@ class Projector:
         try:
             self.catch_up(fresh, progress=progress, page=self.rebuild_page)
         except BaseException:
+            self.held.pop(fresh, None)
             self.store.drop(self.model, fresh)
             raise
         return self.go_live(fresh, progress)
@@ -271,6 +289,7 @@ class Projector:
         live = self.ensure()
         fresh = max([live, *self.store.generations(self.model)]) + 1
         self.store.create(self.model, fresh, indexed=False)
+        self.held[fresh] = []
         return fresh
 
     def go_live(self, fresh: int, progress: Progress | None = None) -> int:
@@ -278,11 +297,16 @@ class Projector:
         copy lags as much), switches the views to it in one transaction, drops the old."""
         try:
             self.store.index(self.model, fresh)
+            held = self.held.pop(fresh, [])
+            if held:  # in log order, in one transaction (the position stays)
+                at = self.store.position(self.model.name, fresh)
+                self.store.write(self.model, fresh, Writes(statements=held), at, at)
             self.catch_up(fresh, progress=progress, page=self.rebuild_page)
             if self.follower.stopping.is_set():
                 raise InterruptedError("the rebuild was stopped before it caught up")
             self.store.switch(self.model, fresh)
         except BaseException:
+            self.held.pop(fresh, None)
             self.store.drop(self.model, fresh)
             raise
         for old in self.store.generations(self.model):
@@ -311,25 +335,32 @@ def rebuild_together(
         head, at = first.follower.head(), 0
         while at < head and not first.follower.stopping.is_set():
             with without_cycle_collection():
-                notifications = first.follower.stored_page(
-                    at, first.rebuild_page, first.model.topics
-                )
-                to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
-                to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, too
-                events = first.decode(notifications)
-                for projector in projectors:
-                    generation = fresh[projector.model.name]
-                    rows = projector.store.rows(projector.model, generation)
-                    writes = projector.model.apply(events, rows)
-                    projector.store.write(projector.model, generation, writes, at, to)
-            at = to
+                # The page's objects are freed as `_together` returns, before the collector is
+                # back on (as `Projector.step`).
+                at = _together(projectors, fresh, at, head)
             if progress is not None:
                 progress(at, head)
     except BaseException:
         for projector in projectors:
+            projector.held.pop(fresh[projector.model.name], None)
             projector.store.drop(projector.model, fresh[projector.model.name])
         raise
     return {p.model.name: p.go_live(fresh[p.model.name], progress) for p in projectors}
+
+
+def _together(projectors: Sequence[Projector], fresh: dict[str, int], at: int, head: int) -> int:
+    """One page of `rebuild_together`: read and decoded once, applied to each model."""
+    first = projectors[0]
+    notifications = first.follower.stored_page(at, first.rebuild_page, first.model.topics)
+    to = notifications[-1][0] if len(notifications) == first.rebuild_page else head
+    to = max([to, *(n[0] for n in notifications[-1:])])  # news past the head, too
+    events = first.decode(notifications)
+    for projector in projectors:
+        generation = fresh[projector.model.name]
+        rows = projector.store.rows(projector.model, generation)
+        writes = projector.model.apply(events, rows)
+        projector.write(generation, writes, at, to)
+    return to
 
 
 def follow(
