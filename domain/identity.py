@@ -110,7 +110,10 @@ class AddressKeys:
 
     def key_of(self, email: str) -> str:
         """`email:<32 hex digits of HMAC-SHA256>` of the normalised address."""
-        normalised = normalise_email(email)
+        return self.key_of_normalised(normalise_email(email))
+
+    def key_of_normalised(self, normalised: str) -> str:
+        """`key_of` an address already normalised (the contract normalises it on receipt)."""
         key = self._cache.get(normalised)
         if key is None:
             # HMAC-SHA256 truncated to 128 bits (RFC 2104 allows it): shorter keys in every event.
