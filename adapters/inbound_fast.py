@@ -65,6 +65,7 @@ _OCCURRED_AT = msgspec.json.Decoder(OccurredAt)
 _OCCURRED_AT_TEXT: Final = re.compile(
     b'"' + _TIMESTAMP_PATTERN.removeprefix("^").removesuffix(_END).encode() + b'"'
 )
+_BACKSLASH: Final = ord("\\")
 _EVENT_ID_TEXT_LENGTH: Final = 38  # 8-4-4-4-12 and two quotes
 
 
@@ -78,7 +79,7 @@ def fast_change(
         or len(value) > MAX_BYTES
         # An escape can spell a key twice (`event\u005fid`), and msgspec keeps a repeated key's
         # last value: the earlier one, kept as raw text, would never be checked.
-        or b"\\" in value
+        or _BACKSLASH in value  # (an int: memchr, 0.03 µs; b"\\" is a search, 0.2)
         or value.count(b'"event_id"') != 1
         or value.count(b'"occurred_at"') != 1
     ):
