@@ -130,7 +130,9 @@ OccurredAt = Annotated[
 ]
 
 
-class PersonRef(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+# gc=False: texts only, so no cycle is possible; one of each is made per message, out of the
+# cyclic collector's count.
+class PersonRef(msgspec.Struct, frozen=True, forbid_unknown_fields=False, gc=False):
     """Who the change is about: the sales tool's person id, else the email."""
 
     person_id: Id | None = None
@@ -138,7 +140,7 @@ class PersonRef(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     salesforce_id: SalesforceId | None = None
 
 
-class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=False, gc=False):
     """Who made the change: the recipient (via a link), a named user, or a system."""
 
     kind: ActorKind

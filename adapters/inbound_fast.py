@@ -44,8 +44,9 @@ from domain.person import Provenance
 __all__ = ["fast_change"]
 
 
-class _WellFormed(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
-    """`ChangeV1`, field for field, but `event_id` and `occurred_at` as their JSON text."""
+class _WellFormed(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False, gc=False):
+    """`ChangeV1`, field for field, but `event_id` and `occurred_at` as their JSON text.
+    (gc=False: short-lived, and nothing in it can lead back to it.)"""
 
     event_id: msgspec.Raw
     schema_version: Literal[1]
@@ -85,7 +86,8 @@ def fast_change(
     ):
         return None
     try:
-        value.decode()  # UTF-8: msgspec does not look into the text of fields it skips
+        if not value.isascii():  # (ASCII is UTF-8, and 0.03 µs to tell)
+            value.decode()  # UTF-8: msgspec does not look into the text of fields it skips
         message = _WELL_FORMED.decode(value)
         event_id_text, occurred_at_text = message.event_id, message.occurred_at
         # msgspec reads 32 bare hex digits as a UUID too, or 36 as 8-4-4-4-12: the contract wants
