@@ -21,24 +21,19 @@ import msgspec
 from adapters.inbound import (
     _END,
     _TIMESTAMP_PATTERN,
-    _VISIBLE_TEXT,
     MAX_BYTES,
     Actor,
     ChangeType,
     Channel,
+    ContractError,
     OccurredAt,
     PersonRef,
     Reason,
     Source,
+    rules_across_fields,
 )
-from domain.application import Change, ChangeKind
-from domain.identity import (
-    AddressKeys,
-    InvalidSalesforceId,
-    normalise_email,
-    normalise_salesforce_id,
-    person_key,
-)
+from domain.application import Change
+from domain.identity import AddressKeys, person_key
 from domain.person import Provenance
 
 __all__ = ["fast_change"]
@@ -102,23 +97,9 @@ def fast_change(
     except (UnicodeDecodeError, msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     person, actor, kind = message.person, message.actor, message.type
-    person_id, email, salesforce_id = person.person_id, person.email, person.salesforce_id
-    if not person_id and email is None:
-        return None
-    if email is not None:
-        email = normalise_email(email)
-    if salesforce_id is not None:
-        try:
-            salesforce_id = normalise_salesforce_id(salesforce_id)
-        except InvalidSalesforceId:
-            return None
-    if kind is ChangeKind.UNSUBSCRIBE_REMOVED:
-        reason = message.reason
-        if reason is None or not _VISIBLE_TEXT.search(reason) or actor.kind != "user":
-            return None
-        if not actor.id:
-            return None
-    elif kind is ChangeKind.PERSON_LINKED and salesforce_id is None:
+    try:
+        email, salesforce_id = rules_across_fields(kind, person, message.reason, actor)
+    except ContractError:  # the careful path raises it again, with its place among the faults
         return None
     if occurred_at - (now or datetime.now(UTC)) > max_skew:
         return None
@@ -133,6 +114,7 @@ def fast_change(
         occurred_at,
         message.reason,
     )
+    person_id = person.person_id
     key = person_key(person_id) if person_id else mailbox
     assert key is not None
     return Change(kind, key, provenance, mailbox, email, salesforce_id)
