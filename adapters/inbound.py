@@ -44,6 +44,7 @@ __all__ = [
     "encode",
     "json_schema",
     "kafka_key",
+    "rules_across_fields",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -130,7 +131,9 @@ OccurredAt = Annotated[
 ]
 
 
-class PersonRef(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+# gc=False: texts only, so no cycle is possible; one of each is made per message, out of the
+# cyclic collector's count.
+class PersonRef(msgspec.Struct, frozen=True, forbid_unknown_fields=False, gc=False):
     """Who the change is about: the sales tool's person id, else the email."""
 
     person_id: Id | None = None
@@ -138,7 +141,7 @@ class PersonRef(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     salesforce_id: SalesforceId | None = None
 
 
-class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=False, gc=False):
     """Who made the change: the recipient (via a link), a named user, or a system."""
 
     kind: ActorKind
@@ -276,7 +279,19 @@ def _decoded(value: bytes | bytearray | memoryview) -> ChangeV1:
 
 def _checked(change: ChangeV1) -> ChangeV1:
     """The rules across fields, the Salesforce id's checksum, and the normalised identifiers."""
-    person, actor = change.person, change.actor
+    person = change.person
+    email, salesforce_id = rules_across_fields(change.type, person, change.reason, change.actor)
+    if email == person.email and salesforce_id == person.salesforce_id:
+        return change  # already normalised, as most are
+    normalised = msgspec.structs.replace(person, email=email, salesforce_id=salesforce_id)
+    return msgspec.structs.replace(change, person=normalised)
+
+
+def rules_across_fields(
+    change_type: ChangeType, person: PersonRef, reason: str | None, actor: Actor
+) -> tuple[str | None, str | None]:
+    """The person's normalised email and Salesforce id, once the rules across fields hold;
+    raises ContractError. (Shared with the one-parse path, adapters.inbound_fast.)"""
     if not person.person_id and person.email is None:
         raise ContractError(
             "no_person_identity", "$.person: a person needs a person_id or an email"
@@ -290,8 +305,8 @@ def _checked(change: ChangeV1) -> ChangeV1:
             raise ContractError(
                 "invalid_salesforce_id", f"$.person.salesforce_id: {error}"
             ) from None
-    if change.type == "unsubscribe_removed":
-        if change.reason is None or not _VISIBLE_TEXT.search(change.reason):
+    if change_type == "unsubscribe_removed":
+        if reason is None or not _VISIBLE_TEXT.search(reason):
             raise ContractError(
                 "removal_without_reason", "$.reason: removing an unsubscribe needs a reason"
             )
@@ -300,14 +315,11 @@ def _checked(change: ChangeV1) -> ChangeV1:
                 "removal_without_named_actor",
                 "$.actor: removing an unsubscribe needs an actor of kind user with an id",
             )
-    if change.type == "person_linked" and salesforce_id is None:
+    if change_type == "person_linked" and salesforce_id is None:
         raise ContractError(
             "link_without_salesforce_id", "$.person.salesforce_id: a link needs a Salesforce id"
         )
-    if email == person.email and salesforce_id == person.salesforce_id:
-        return change  # already normalised, as most are
-    normalised = msgspec.structs.replace(person, email=email, salesforce_id=salesforce_id)
-    return msgspec.structs.replace(change, person=normalised)
+    return email, salesforce_id
 
 
 def encode(change: ChangeV1) -> bytes:

@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 
 from adapters import dead_letter
 from adapters.inbound import ChangeV1, ContractError, decode
+from adapters.inbound_fast import fast_change
 from adapters.settings import Settings
 from consumers.outage import Outage, StallWatch, describe
 from domain.application import Change, ChangeKind, ChangeRecorder, ChangesFailed, refusal_of
@@ -74,9 +75,12 @@ def change_or_refusal(
     value: bytes | None, keys: AddressKeys, max_skew: timedelta, now: datetime | None = None
 ) -> Change | tuple[str, str]:
     """A Kafka value as a change, or why not as (code, reason) — never an exception. `now`:
-    what a future `occurred_at` is measured against (the current time by default)."""
+    what a future `occurred_at` is measured against (the current time by default). A plainly
+    well-formed value is parsed once (`fast_change`), with the same result."""
     try:
-        change = to_change(decode(value, max_skew=max_skew, now=now), keys)
+        change = fast_change(value, keys, max_skew, now)
+        if change is None:  # not plainly well-formed: the careful path names the fault
+            change = to_change(decode(value, max_skew=max_skew, now=now), keys)
         refusal = refusal_of(change)
     except ContractError as error:
         return error.code, error.reason

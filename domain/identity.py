@@ -45,12 +45,22 @@ _PREFIXES = {"003": RecordType.CONTACT, "00Q": RecordType.LEAD}
 
 
 def checksum(id15: str) -> str:
-    """The 3-character suffix that makes a 15-character id case-safe."""
+    """The 3-character suffix that makes a 15-character id case-safe: for each run of 5, a bit
+    per upper-case letter (the first character the lowest bit), as a letter of _ALPHABET."""
+    if len(id15) == 15 and id15.isascii():
+        # The bits as b"0"/b"1", a run's five looked up whole (0.5 µs, not 2.5).
+        flags = id15.encode().translate(_UPPER_AS_ONE)
+        return _LETTER[flags[0:5]] + _LETTER[flags[5:10]] + _LETTER[flags[10:15]]
     suffix = ""
     for chunk in (id15[0:5], id15[5:10], id15[10:15]):
         bits = sum(1 << i for i, char in enumerate(chunk) if "A" <= char <= "Z")
         suffix += _ALPHABET[bits]
     return suffix
+
+
+# A run's flags, first character first, to its letter: the first character is the lowest bit.
+_LETTER = {format(bits, "05b")[::-1].encode(): _ALPHABET[bits] for bits in range(32)}
+_UPPER_AS_ONE = bytes(ord("1") if ord("A") <= byte <= ord("Z") else ord("0") for byte in range(256))
 
 
 def to_18(record_id: str) -> str:
@@ -110,7 +120,10 @@ class AddressKeys:
 
     def key_of(self, email: str) -> str:
         """`email:<32 hex digits of HMAC-SHA256>` of the normalised address."""
-        normalised = normalise_email(email)
+        return self.key_of_normalised(normalise_email(email))
+
+    def key_of_normalised(self, normalised: str) -> str:
+        """`key_of` an address already normalised (the contract normalises it on receipt)."""
         key = self._cache.get(normalised)
         if key is None:
             # HMAC-SHA256 truncated to 128 bits (RFC 2104 allows it): shorter keys in every event.
