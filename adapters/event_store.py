@@ -452,6 +452,7 @@ class PostgresStore(PostgresProcessRecorder):
         self._copy_events = pg_copy.copy_statement(
             self._table(self.events_table_name), pg_copy.EVENT_COLUMNS
         )
+        self._copy_change_ids = pg_copy.copy_statement(self._table(CHANGE_IDS), "event_id")
         # COPY needs the uuid originator ids this store is made with (the library's default).
         self.copies = (
             self.datastore.originator_id_type == "uuid" and not self.datastore.enable_db_functions
@@ -498,7 +499,11 @@ class PostgresStore(PostgresProcessRecorder):
             if stored_events:
                 payload = pg_copy.events_payload(stored_events, conn.info.encoding)
                 digests = b"".join(map(log_chain.event_digest, stored_events))
+            change_ids: Sequence[UUID] = kwargs.pop("change_ids", ())
             with conn.transaction():
+                if change_ids:  # by COPY too (a third of the INSERT's time), before the lock
+                    with conn.cursor() as curs:
+                        pg_copy.copy(curs, self._copy_change_ids, pg_copy.uuids_payload(change_ids))
                 with conn.pipeline(), conn.cursor() as curs:
                     self._insert_events(curs, stored_events, **kwargs)
                     if payload is not None:

@@ -31,6 +31,7 @@ _TRAILER = struct.pack(">h", -1)
 # Field count, the uuid's length and bytes, the version's length and value, the topic's length.
 _EVENT_HEAD = struct.Struct(">hi16siqi")
 _LENGTH = struct.Struct(">i")
+_UUID_HEAD = struct.pack(">hi", 1, 16)  # a row of one field: a uuid's 16 bytes
 
 
 def copy_statement(table: Composable, columns: str) -> Composable:
@@ -53,6 +54,11 @@ def events_payload(stored_events: Iterable[StoredEvent], encoding: str) -> bytes
         append(state)
     append(_TRAILER)
     return b"".join(parts)
+
+
+def uuids_payload(ids: Iterable[UUID]) -> bytes:
+    """The binary COPY data of a one-column table of uuids."""
+    return b"".join([_HEADER, *[_UUID_HEAD + i.bytes for i in ids], _TRAILER])
 
 
 def copy(curs: Any, statement: Composable, payload: bytes) -> None:
