@@ -260,7 +260,7 @@ class SliceWriter:
         # What this slice refused is settled; what lies beyond it (a part not stored yet) is not.
         self.refused[tp] = {o: why for o, why in self.refused.get(tp, {}).items() if o > last}
         self.lettered[tp] = {o for o in self.lettered.get(tp, ()) if o > last}
-        self.persons_of.setdefault(tp, set()).update(batch.persons)
+        self.persons_of.setdefault(tp, set()).update(batch.touched())
         self.stats.polled += len(records)
         self.stats.recorded += batch.recorded
         self.stats.duplicates += batch.duplicates

@@ -58,6 +58,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 100  # events: a person with 10,000 changes loads like one with 100
+OUTLINES_MAX = 200_000  # persons a writer remembers in outline (as many as it caches)
+
+# What a writer remembers of a person it stored a change of without building them: their version
+# and the addresses they carry (in the order carried), enough for their next unsubscribe or
+# removal to be stored as made, without reading them.
+Outline = tuple[int, tuple[str, ...]]
 # Anything that looks like an email address, in free text that is stored for good.
 _ADDRESS_LIKE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
 
@@ -91,6 +97,14 @@ class ChangeBatch:
     firsts: set[str] = field(default_factory=set)
     # Stored persons (by key) whose one change in the batch is stored without applying it.
     loaded_once: set[str] = field(default_factory=set)
+    # Persons remembered in outline whose one change in the batch may be stored as made.
+    outlined: dict[UUID, Outline] = field(default_factory=dict)
+    # The outlines of the persons this batch stores as made, once it is stored.
+    noted: dict[UUID, Outline] = field(default_factory=dict)
+
+    def touched(self) -> set[UUID]:
+        """The persons the batch may have changed in memory (to forget if it is not stored)."""
+        return {*self.persons, *self.outlined, *self.noted}
 
 
 class ChangesFailed(Exception):
@@ -149,6 +163,10 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         # Stored as made, unless the mapper compresses or encrypts (then the library's path).
         self._direct = not (self.mapper.compressor or self.mapper.cipher)
         self._firsts = FirstChanges(self.mapper.transcoder)
+        # A writer's outlines (domain.first_change), trusted as its cache is: a stale one is
+        # refused by the store's version check, and then forgotten like a cached person.
+        writer = self.repository.cache is not None and not self.repository.fastforward
+        self._outlines: dict[UUID, Outline] | None = {} if writer and self._direct else None
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -168,12 +186,12 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             # and the unique index of change ids refuses it if it comes.
             self.process_event(batch, position)  # type: ignore[arg-type]
         except IntegrityError:
-            self.forget_persons(batch.persons)  # they may hold events that were never stored
+            self.forget_persons(batch.touched())  # they may hold events never stored
             batch = ChangeBatch(changes, look_up_recorded=True)
             try:
                 self.process_event(batch, position)  # type: ignore[arg-type]
             except IntegrityError:
-                self.forget_persons(batch.persons)
+                self.forget_persons(batch.touched())
                 raise
         return batch
 
@@ -204,14 +222,16 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             yield event
 
     def forget_persons(self, person_ids: Iterable[UUID]) -> None:
-        """Drops these persons from the cache: after a failed write (the cached objects may hold
-        events that were never stored), or when another writer may change them."""
-        cache = self.repository.cache
+        """Drops these persons from the cache and the outlines: after a failed write (the cached
+        objects may hold events that were never stored), or when another writer may change them."""
+        cache, outlines = self.repository.cache, self._outlines
         if cache is None:
             return
         for person_id in person_ids:
             with contextlib.suppress(KeyError):
                 cache.get(person_id, evict=True)
+            if outlines is not None:
+                outlines.pop(person_id, None)
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch: ChangeBatch = domain_event
@@ -244,14 +264,25 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             if key in broken:
                 continue  # tried again in the next attempt, on a person read afresh
             try:
+                outline = batch.outlined.get(person_id)
                 if key in batch.firsts:
                     direct.extend(self._first_change(change))
                     new_link = True
+                    if not is_address(key):  # an address's answer needs more than an outline
+                        batch.noted[person_id] = (1, _carried((), change))
+                elif outline is not None and _outlined_path(outline, change):
+                    version, mailboxes = outline
+                    new_link = change.mailbox is not None and change.mailbox not in mailboxes
+                    direct.append(self._next_change_at(person_id, version, change))
+                    batch.noted[person_id] = (version + 1, _carried(mailboxes, change))
                 elif key in batch.loaded_once:
                     person = self._loaded(batch, change.person_key, person_id)
                     new_link = _new_link(person, change)
                     if (person.version + 1) % SNAPSHOT_EVERY:
                         direct.append(self._next_change(person, change))
+                        if not person.is_address:
+                            mailboxes = _carried(tuple(person.mailboxes), change)
+                            batch.noted[person_id] = (person.version + 1, mailboxes)
                     else:  # a snapshot is taken of the changed person
                         batch.persons[person_id] = person
                         _apply(person, change)
@@ -282,6 +313,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             addresses=addresses,
             carriers=sorted(carriers),
             direct_events=direct,
+            outlines=batch.noted,
         )
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Any]:
@@ -290,11 +322,19 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         kwargs = dict(processing_event.saved_kwargs)
         stored = [self.mapper.to_stored_event(event) for event in processing_event.events]
         stored.extend(kwargs.pop("direct_events", ()))
+        noted: dict[UUID, Outline] = kwargs.pop("outlines", {})
         self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
         cache = self.repository.cache
         if cache is not None and not self.repository.fastforward:  # as the library's _record
             for person_id, person in processing_event.aggregates.items():
                 cache.put(person_id, person)
+        outlines = self._outlines
+        if outlines is not None:
+            for person_id in processing_event.aggregates:
+                outlines.pop(person_id, None)  # the cache holds them now
+            if len(outlines) + len(noted) > OUTLINES_MAX:
+                outlines.clear()
+            outlines.update(noted)
         return []
 
     def _first_change(self, change: Change) -> tuple[StoredEvent]:
@@ -302,8 +342,14 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
         return self._firsts.events(change, without_addresses(change.provenance))
 
     def _next_change(self, person: Person, change: Change) -> StoredEvent:
+        return self._next_change_at(person.id, person.version, change, person.salesforce_id)
+
+    def _next_change_at(
+        self, person_id: UUID, version: int, change: Change, salesforce_id: str | None = None
+    ) -> StoredEvent:
         _check(change)
-        return self._firsts.next_event(person, change, without_addresses(change.provenance))
+        provenance = without_addresses(change.provenance)
+        return self._firsts.next_event(person_id, version, change, provenance, salesforce_id)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshots from the aggregates in hand (no re-read), when a batch crosses an interval.
@@ -420,6 +466,12 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 del keys[person_id]
         stored = self.index.histories(list(keys)) if keys else {}
         once = _touched_once([change.person_key for change in changes]) if self._direct else set()
+        outlines = self._outlines
+        if outlines:
+            for person_id in [person_id for person_id in keys if person_id in outlines]:
+                if keys[person_id] in once:
+                    batch.outlined[person_id] = outlines[person_id]
+                    del keys[person_id]  # not read: its next change is stored as made
         for person_id, key in keys.items():
             history = stored.get(person_id)
             if history is not None:
@@ -462,6 +514,21 @@ def refusal_of(change: Change) -> str | None:
         except ValueError as error:
             return str(error)
     return None
+
+
+def _outlined_path(outline: Outline, change: Change) -> bool:
+    """Whether a change to a person in outline is stored as made: an unsubscribe or a removal
+    (a link names the person's current Salesforce id, not in the outline) that is not due a
+    snapshot."""
+    return change.kind is not ChangeKind.PERSON_LINKED and bool((outline[0] + 1) % SNAPSHOT_EVERY)
+
+
+def _carried(mailboxes: tuple[str, ...], change: Change) -> tuple[str, ...]:
+    """The addresses a person carries after the change (`Person.carry`)."""
+    mailbox = change.mailbox
+    if mailbox and mailbox != change.person_key and mailbox not in mailboxes:
+        return (*mailboxes, mailbox)
+    return mailboxes
 
 
 def _check(change: Change) -> None:

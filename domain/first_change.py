@@ -73,19 +73,26 @@ class FirstChanges:
         encoded = self._encoded(state, now)
         return (StoredEvent(aggregate_id(change.person_key), 1, _TOPICS[change.kind], encoded),)
 
-    def next_event(self, person: Person, change: Any, provenance: Any) -> StoredEvent:
-        """The stored event of a change to a person loaded from the store (not changed since):
-        the event `person` would trigger, at its next version."""
+    def next_event(
+        self,
+        person_id: UUID,
+        version: int,
+        change: Any,
+        provenance: Any,
+        salesforce_id: str | None = None,
+    ) -> StoredEvent:
+        """The stored event of a change to a stored person at `version` (not changed since): the
+        event the person would trigger, at the next version (`salesforce_id`: the person's, which
+        a link names as the previous one)."""
         now = Person.Changed.create_timestamp()
         state = {"timestamp": now, **change_fields(provenance, change.mailbox, now)}
         if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
             state["salesforce_id"] = change.salesforce_id
         if change.kind is ChangeKind.PERSON_LINKED:
-            state["previous_salesforce_id"] = person.salesforce_id
+            state["previous_salesforce_id"] = salesforce_id
         state["class_version"] = _CHANGED_VERSION
-        return StoredEvent(
-            person.id, person.version + 1, _NEXT_TOPICS[change.kind], self._encoded(state, now)
-        )
+        encoded = self._encoded(state, now)
+        return StoredEvent(person_id, version + 1, _NEXT_TOPICS[change.kind], encoded)
 
     def _encoded(self, state: dict[str, Any], now: datetime) -> bytes:
         if not self.direct:

@@ -330,3 +330,41 @@ def test_the_fast_isoformat_writes_what_isoformat_writes(moment: datetime) -> No
     from domain.first_change import isoformat
 
     assert isoformat(moment) == moment.isoformat()
+
+
+def test_a_person_stored_as_made_is_remembered_in_outline_for_their_next_change(
+    tmp_path: Path,
+) -> None:
+    first = make_change(ChangeKind.UNSUBSCRIBED, 1, 2, "recipient", 3)
+    then = make_change(ChangeKind.UNSUBSCRIBE_REMOVED, 1, 3, "user", 4)  # a new address
+    link = make_change(ChangeKind.PERSON_LINKED, 1, 3, "user", 5)  # needs the person itself
+    paths = {direct: tmp_path / f"{direct}.sqlite" for direct in (False, True)}
+    for direct, path in paths.items():
+        store = recorder(path, direct)
+        store.record([first], Tracking("changes:0", 0))
+        batch = store.record([then], Tracking("changes:0", 1))
+        if direct:  # stored as made, from the outline: the person was neither read nor built
+            assert batch.outlined and not batch.persons
+        batch = store.record([link], Tracking("changes:0", 2))
+        assert bool(batch.persons)  # a link is applied to the person, read afresh
+        store.close()
+    assert rows(paths[True]) == rows(paths[False])
+    assert [version for _, version, _, _ in rows(paths[True])["events"]] == [1, 2, 3]
+    assert len(rows(paths[True])[CARRIERS]) == 2
+
+
+def test_a_stale_outline_is_refused_by_the_store_and_the_change_recorded_afresh(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite"
+    writer, other = recorder(path, True), recorder(path, True)
+    writer.record([make_change(ChangeKind.UNSUBSCRIBED, 1, 2, "recipient", 3)])
+    # Another writer changes the person meanwhile (a partition moved, say): the outline is stale.
+    other.record([make_change(ChangeKind.UNSUBSCRIBED, 1, 3, "recipient", 2)])
+    batch = writer.record([make_change(ChangeKind.UNSUBSCRIBE_REMOVED, 1, 2, "user", 1)])
+    assert batch.recorded == 1 and not batch.outlined  # the second attempt read the person
+    writer.close()
+    other.close()
+    assert [version for _, version, _, _ in rows(path)["events"]] == [1, 2, 3]
+    person = recorder(path, True).person("person:p1")
+    assert person is not None and person.version == 3 and len(person.mailboxes) == 2
