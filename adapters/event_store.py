@@ -6,6 +6,7 @@ SQLite is the embedded default; PostgreSQL is the production store. Tables are c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Collection, Sequence
@@ -172,6 +173,24 @@ def environment(
 ADDRESS_KEY_FILE = "address.key"
 
 
+def _create_key_file(path: Path) -> None:
+    """Writes a new key aside, on disk, then links it in whole: a process starting at the same
+    moment reads either no file or the whole key, never a half-written one (the first link
+    wins; the others read the winner's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as key_file:
+            key_file.write(secrets.token_hex(32))
+            key_file.flush()
+            os.fsync(key_file.fileno())
+        with contextlib.suppress(FileExistsError):  # another process was first
+            os.link(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
 def address_keys(settings: Settings) -> AddressKeys:
     """The keyed hash of addresses: OPTOUT_ADDRESS_KEY, else a key generated once into the
     state directory (first writer wins; every later process reads the same one)."""
@@ -179,14 +198,7 @@ def address_keys(settings: Settings) -> AddressKeys:
         return AddressKeys(settings.address_key.encode())
     path = settings.state_dir / ADDRESS_KEY_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process was first
-        else:
-            with os.fdopen(descriptor, "w") as key_file:
-                key_file.write(secrets.token_hex(32))
+        _create_key_file(path)
     try:
         secret = path.read_text().strip()
     except OSError as error:

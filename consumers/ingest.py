@@ -218,6 +218,12 @@ class Ingest:
         returned nothing is that spin: the next polls are short, with a growing pause between.
         (Polls are not simply short: a group join that completes between two polls is dropped
         and started again by kafka-python, so the normal poll waits long enough for a join.)
+
+        Only a broker that does not answer a probe makes the polls short, and one that answers
+        again ends them. The spin is measured on the process's CPU (kafka-python's IO thread
+        spins too), so on a busy machine an empty poll during a join could pass for one; the
+        worker then stayed in short polls, its join dropped again and again, and stored nothing
+        for minutes (seen under load in session 7, the main thread in this pause).
         """
         timeout_ms = SPIN_POLL_TIMEOUT_MS if self.spin_pause_s else POLL_TIMEOUT_MS
         began, cpu = time.monotonic(), time.process_time()
@@ -226,7 +232,8 @@ class Ingest:
             self.spin_pause_s = 0.0
             self._broker_answered()
         elif time.process_time() - cpu > SPIN_CPU_SHARE * (time.monotonic() - began):
-            self.spin_pause_s = min(MAX_SPIN_PAUSE_S, max(0.25, self.spin_pause_s * 2))
+            if self.spin_pause_s or not self._probe_broker():
+                self.spin_pause_s = min(MAX_SPIN_PAUSE_S, max(0.25, self.spin_pause_s * 2))
         else:
             self.spin_pause_s = 0.0
         return polled
@@ -248,8 +255,9 @@ class Ingest:
         if self.spin_pause_s:
             self._wait(self.spin_pause_s)
 
-    def _probe_broker(self) -> None:
-        """Asks the broker for the end of our partitions: quiet is fine, silence is an outage."""
+    def _probe_broker(self) -> bool:
+        """Asks the broker for the end of our partitions: quiet is fine, silence is an outage.
+        Whether it answered."""
         partitions = sorted(self.consumer.assignment()) or [
             TopicPartition(self.settings.topic_inbound, 0)
         ]
@@ -260,12 +268,14 @@ class Ingest:
                 raise
             self.last_contact = time.monotonic()  # the next probe after another interval
             self.broker.failed(error)
-            return
+            return False
         self._broker_answered()
+        return True
 
     def _broker_answered(self) -> None:
         self.last_contact = time.monotonic()
         self.broker.answered()
+        self.spin_pause_s = 0.0  # polls long enough for a group join (see `_poll`)
 
     def _wait(self, seconds: float) -> None:
         if self.stopping.wait(seconds):
