@@ -368,9 +368,10 @@ class SQLiteStore(SQLiteProcessRecorder):
                     stored,
                 )
                 after = dict.fromkeys(stored, 0)
-                for row in c.fetchall():
+                snapshots = c.fetchall()
+                for row in snapshots:
                     after[row["originator_id"]] = row["originator_version"]
-                    found[UUID(row["originator_id"])] = [_stored(row)]
+                add(snapshots)
                 # Persons without a snapshot (most): every event, by the primary key.
                 whole = [i for i, version in after.items() if version == 0]
                 if whole:

@@ -268,21 +268,18 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 if key in batch.firsts:
                     direct.extend(self._first_change(change))
                     new_link = True
-                    if not is_address(key):  # an address's answer needs more than an outline
-                        batch.noted[person_id] = (1, _carried((), change))
+                    _note(batch, person_id, (0, ()), change)
                 elif outline is not None and _outlined_path(outline, change):
                     version, mailboxes = outline
                     new_link = change.mailbox is not None and change.mailbox not in mailboxes
                     direct.append(self._next_change_at(person_id, version, change))
-                    batch.noted[person_id] = (version + 1, _carried(mailboxes, change))
+                    _note(batch, person_id, outline, change)
                 elif key in batch.loaded_once:
                     person = self._loaded(batch, change.person_key, person_id)
                     new_link = _new_link(person, change)
-                    if (person.version + 1) % SNAPSHOT_EVERY:
+                    if not _snapshot_due(person.version + 1):
                         direct.append(self._next_change(person, change))
-                        if not person.is_address:
-                            mailboxes = _carried(tuple(person.mailboxes), change)
-                            batch.noted[person_id] = (person.version + 1, mailboxes)
+                        _note(batch, person_id, (person.version, tuple(person.mailboxes)), change)
                     else:  # a snapshot is taken of the changed person
                         batch.persons[person_id] = person
                         _apply(person, change)
@@ -358,7 +355,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
             return
         crossed = {}
         for event in processing_event.events:
-            if event.originator_version % SNAPSHOT_EVERY == 0:
+            if _snapshot_due(event.originator_version):
                 crossed[event.originator_id] = processing_event.aggregates.get(event.originator_id)
         snapshots = [Snapshot.take(person) for person in crossed.values() if person is not None]
         if snapshots:
@@ -464,7 +461,6 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 assert isinstance(cached, Person)
                 batch.persons[person_id] = cached
                 del keys[person_id]
-        stored = self.index.histories(list(keys)) if keys else {}
         once = _touched_once([change.person_key for change in changes]) if self._direct else set()
         outlines = self._outlines
         if outlines:
@@ -472,6 +468,7 @@ class ChangeRecorder(EventSourcedProjection[UUID]):
                 if keys[person_id] in once:
                     batch.outlined[person_id] = outlines[person_id]
                     del keys[person_id]  # not read: its next change is stored as made
+        stored = self.index.histories(list(keys)) if keys else {}
         for person_id, key in keys.items():
             history = stored.get(person_id)
             if history is not None:
@@ -516,19 +513,29 @@ def refusal_of(change: Change) -> str | None:
     return None
 
 
+def _snapshot_due(version: int) -> bool:
+    """Whether a person's event at this version is followed by a snapshot of them."""
+    return version % SNAPSHOT_EVERY == 0
+
+
 def _outlined_path(outline: Outline, change: Change) -> bool:
     """Whether a change to a person in outline is stored as made: an unsubscribe or a removal
     (a link names the person's current Salesforce id, not in the outline) that is not due a
     snapshot."""
-    return change.kind is not ChangeKind.PERSON_LINKED and bool((outline[0] + 1) % SNAPSHOT_EVERY)
+    return change.kind is not ChangeKind.PERSON_LINKED and not _snapshot_due(outline[0] + 1)
 
 
-def _carried(mailboxes: tuple[str, ...], change: Change) -> tuple[str, ...]:
-    """The addresses a person carries after the change (`Person.carry`)."""
+def _note(batch: ChangeBatch, person_id: UUID, before: Outline, change: Change) -> None:
+    """The outline of a person after a change stored as made (`before`: their version and
+    addresses, `(0, ())` for a new person), kept once the batch is stored; none for an address,
+    whose answer needs more than an outline."""
+    if is_address(change.person_key):
+        return
+    version, mailboxes = before
     mailbox = change.mailbox
-    if mailbox and mailbox != change.person_key and mailbox not in mailboxes:
-        return (*mailboxes, mailbox)
-    return mailboxes
+    if mailbox and mailbox != change.person_key and mailbox not in mailboxes:  # `Person.carry`
+        mailboxes = (*mailboxes, mailbox)
+    batch.noted[person_id] = (version + 1, mailboxes)
 
 
 def _check(change: Change) -> None:

@@ -64,10 +64,7 @@ class FirstChanges:
             "originator_topic": _PERSON,
             **change_fields(provenance, change.mailbox, now),
         }
-        if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
-            state["salesforce_id"] = change.salesforce_id
-        if change.kind is ChangeKind.PERSON_LINKED:
-            state["previous_salesforce_id"] = None  # a new person was linked to nothing
+        _add_link_fields(state, change, None)  # a new person was linked to nothing
         state["key"] = change.person_key
         state["class_version"] = _CHANGED_VERSION
         encoded = self._encoded(state, now)
@@ -86,10 +83,7 @@ class FirstChanges:
         a link names as the previous one)."""
         now = Person.Changed.create_timestamp()
         state = {"timestamp": now, **change_fields(provenance, change.mailbox, now)}
-        if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
-            state["salesforce_id"] = change.salesforce_id
-        if change.kind is ChangeKind.PERSON_LINKED:
-            state["previous_salesforce_id"] = salesforce_id
+        _add_link_fields(state, change, salesforce_id)
         state["class_version"] = _CHANGED_VERSION
         encoded = self._encoded(state, now)
         return StoredEvent(person_id, version + 1, _NEXT_TOPICS[change.kind], encoded)
@@ -108,6 +102,15 @@ class FirstChanges:
 
 
 _ENCODE = msgspec.json.Encoder().encode
+
+
+def _add_link_fields(state: dict[str, Any], change: Any, previous: str | None) -> None:
+    """The Salesforce fields of the change's event, in their order: an unsubscribe's and a
+    link's id, and a link's previous one (`previous`)."""
+    if change.kind is not ChangeKind.UNSUBSCRIBE_REMOVED:
+        state["salesforce_id"] = change.salesforce_id
+    if change.kind is ChangeKind.PERSON_LINKED:
+        state["previous_salesforce_id"] = previous
 
 
 def isoformat(moment: datetime) -> str:
