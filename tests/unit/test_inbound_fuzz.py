@@ -77,6 +77,30 @@ def _mutate(message: dict[str, Any], path: tuple[str, ...], action: str, junk: A
         target[f"x_{leaf}"] = junk
 
 
+def mutations(max_size: int) -> st.SearchStrategy[list[tuple[tuple[str, ...], str, Any]]]:
+    """Up to `max_size` edits of a message: a field dropped, replaced or joined by junk."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(PATHS),
+            st.sampled_from(["drop", "replace", "insert"]),
+            near_misses | json_values,
+        ),
+        min_size=1,
+        max_size=max_size,
+    )
+
+
+def mutated(
+    message: dict[str, Any], edits: list[tuple[tuple[str, ...], str, Any]], *, ensure_ascii: bool
+) -> bytes:
+    """The message with the edits made, as JSON (non-ASCII escaped or not)."""
+    for path, action, junk in edits:
+        if len(path) == 2 and not isinstance(message.get(path[0]), dict):
+            continue  # the parent was already replaced by a non-object
+        _mutate(message, path, action, copy.deepcopy(junk))  # sampled junk is shared
+    return json.dumps(message, ensure_ascii=ensure_ascii).encode()
+
+
 @FUZZ
 @given(st.binary(max_size=2_000))
 def test_arbitrary_bytes(value: bytes) -> None:
@@ -90,24 +114,9 @@ def test_arbitrary_json_values(value: Any) -> None:
 
 
 @FUZZ
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(PATHS),
-            st.sampled_from(["drop", "replace", "insert"]),
-            near_misses | json_values,
-        ),
-        min_size=1,
-        max_size=4,
-    )
-)
-def test_mutations_of_a_valid_message(mutations: list[tuple[tuple[str, ...], str, Any]]) -> None:
-    message = good_message()
-    for path, action, junk in mutations:
-        if len(path) == 2 and not isinstance(message.get(path[0]), dict):
-            continue  # the parent was already replaced by a non-object
-        _mutate(message, path, action, copy.deepcopy(junk))  # sampled junk is shared
-    _outcome(json.dumps(message).encode())
+@given(mutations(max_size=4))
+def test_mutations_of_a_valid_message(edits: list[tuple[tuple[str, ...], str, Any]]) -> None:
+    _outcome(mutated(good_message(), edits, ensure_ascii=True))
 
 
 @FUZZ
